@@ -22,17 +22,21 @@ class HitCounter(AsyncioActor):
         return {"path": path, "hits": self.hits[path], "thread": threading.get_ident()}
 
 
+RUNTIME = web.AppKey("runtime", Runtime)
+COUNTER = web.AppKey("counter", object)
+
+
 async def on_startup(app: web.Application) -> None:
-    app["runtime"] = Runtime.attach()  # the app's own running loop
-    app["counter"] = HitCounter.start().proxy()
+    app[RUNTIME] = Runtime.attach()  # the app's own running loop
+    app[COUNTER] = HitCounter.start().proxy()
 
 
 async def on_cleanup(app: web.Application) -> None:
-    await app["runtime"].aclose()
+    await app[RUNTIME].aclose()
 
 
 async def handle(request: web.Request) -> web.Response:
-    result = await request.app["counter"].hit(request.path)
+    result = await request.app[COUNTER].hit(request.path)
     return web.json_response(result)
 
 
@@ -47,7 +51,7 @@ async def test_actor_answers_aiohttp_handlers_in_the_apps_loop() -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
     try:
-        runtime = app["runtime"]
+        runtime = app[RUNTIME]
         assert runtime.loop is asyncio.get_running_loop() and not runtime.owns_loop
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             bodies = []
@@ -57,7 +61,7 @@ async def test_actor_answers_aiohttp_handlers_in_the_apps_loop() -> None:
                     bodies.append(await response.json())
         assert [(b["path"], b["hits"]) for b in bodies] == [("/a", 1), ("/a", 2), ("/b", 1)]
         assert {b["thread"] for b in bodies} == {threading.get_ident()}  # no extra thread
-        counter_ref = app["counter"].actor_ref
+        counter_ref = app[COUNTER].actor_ref
     finally:
         await runner.cleanup()
     assert not counter_ref.is_alive()  # on_cleanup stopped the app's actors
