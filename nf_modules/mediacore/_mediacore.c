@@ -128,6 +128,52 @@ static enum rtp_status rtp_parse(const uint8_t *p, size_t size, rtp_header *h)
     return RTP_OK;
 }
 
+/* Everything build_rtp needs, already validated. */
+typedef struct {
+    unsigned payload_type, marker, csrc_count, has_extension, padding;
+    uint16_t sequence_number, extension_profile;
+    uint32_t timestamp, ssrc;
+    uint32_t csrcs[RTP_MAX_CSRCS];
+    const uint8_t *extension; /* body, extension_length (a multiple of 4) bytes */
+    size_t extension_length;
+    const uint8_t *payload;
+    size_t payload_length;
+} rtp_fields;
+
+static size_t rtp_packet_size(const rtp_fields *f)
+{
+    return RTP_HEADER_SIZE + 4 * (size_t)f->csrc_count + (f->has_extension ? 4 + f->extension_length : 0) +
+           f->payload_length + f->padding;
+}
+
+/* Write the packet front to back into p, which has rtp_packet_size(f) bytes. */
+static void rtp_write(uint8_t *p, const rtp_fields *f)
+{
+    p[0] = (uint8_t)(0x80 | (f->padding ? 0x20 : 0) | (f->has_extension ? 0x10 : 0) | f->csrc_count);
+    p[1] = (uint8_t)((f->marker ? 0x80 : 0) | f->payload_type);
+    put_be16(p + 2, f->sequence_number);
+    put_be32(p + 4, f->timestamp);
+    put_be32(p + 8, f->ssrc);
+    p += RTP_HEADER_SIZE;
+    for (unsigned i = 0; i < f->csrc_count; i++, p += 4)
+        put_be32(p, f->csrcs[i]);
+    if (f->has_extension) {
+        put_be16(p, f->extension_profile);
+        put_be16(p + 2, (unsigned)(f->extension_length / 4));
+        p += 4;
+        if (f->extension_length > 0)
+            memcpy(p, f->extension, f->extension_length);
+        p += f->extension_length;
+    }
+    if (f->payload_length > 0)
+        memcpy(p, f->payload, f->payload_length);
+    p += f->payload_length;
+    if (f->padding) {
+        memset(p, 0, f->padding - 1);
+        p[f->padding - 1] = (uint8_t)f->padding;
+    }
+}
+
 /* ======================================================================= G.711 (plain C) === */
 
 /*
@@ -524,17 +570,109 @@ static int unsigned_field(PyObject *value, const char *name, unsigned long long 
         return -1;
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(number, &overflow);
-    if (v == -1 && PyErr_Occurred()) {
-        Py_DECREF(number);
-        return -1;
-    }
-    if (overflow != 0 || v < 0 || (unsigned long long)v > maximum) {
+    int rc = 0;
+    if (v == -1 && PyErr_Occurred())
+        rc = -1;
+    else if (overflow != 0 || v < 0 || (unsigned long long)v > maximum) {
         PyErr_Format(PyExc_ValueError, "%s must be in 0..%llu, got %S", name, maximum, number);
-        Py_DECREF(number);
+        rc = -1;
+    }
+    else
+        *out = (unsigned long long)v;
+    Py_DECREF(number);
+    return rc;
+}
+
+/* csrcs: any iterable of at most 15 integers in 0..2**32-1.  It is copied into a tuple first so
+ * that __index__ methods cannot change it under our feet. */
+static int csrcs_field(PyObject *obj, rtp_fields *f)
+{
+    if (obj == NULL)
+        return 0;
+    PyObject *iter = PyObject_GetIter(obj);
+    if (iter == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError))
+            PyErr_SetString(PyExc_TypeError, "csrcs must be an iterable of integers");
         return -1;
     }
-    Py_DECREF(number);
-    *out = (unsigned long long)v;
+    PyObject *items = PySequence_Tuple(iter);
+    Py_DECREF(iter);
+    if (items == NULL)
+        return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    int rc = 0;
+    if (n > RTP_MAX_CSRCS) {
+        PyErr_Format(PyExc_ValueError, "at most 15 CSRCs fit in an RTP header, got %zd", n);
+        rc = -1;
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        char name[32];
+        unsigned long long csrc;
+        snprintf(name, sizeof name, "csrcs[%zd]", i);
+        rc = unsigned_field(PyTuple_GET_ITEM(items, i), name, 0xFFFFFFFF, &csrc);
+        f->csrcs[i] = (uint32_t)csrc;
+    }
+    if (rc == 0)
+        f->csrc_count = (unsigned)n;
+    Py_DECREF(items);
+    return rc;
+}
+
+/* Validate every build_rtp argument into f (same order and messages as pure.build_rtp). */
+static int rtp_fields_from_python(rtp_fields *f, PyObject *pt, PyObject *seq, PyObject *ts, PyObject *ssrc,
+                                  const Py_buffer *payload, int marker, PyObject *csrcs, PyObject *profile,
+                                  const Py_buffer *ext, PyObject *padding)
+{
+    unsigned long long v;
+    memset(f, 0, sizeof *f);
+    f->marker = marker != 0;
+    f->payload = payload->buf;
+    f->payload_length = (size_t)payload->len;
+    f->extension = ext->buf;
+    f->extension_length = (size_t)ext->len;
+
+    if (unsigned_field(pt, "payload_type", 0x7F, &v) < 0)
+        return -1;
+    f->payload_type = (unsigned)v;
+    if (unsigned_field(seq, "sequence_number", 0xFFFF, &v) < 0)
+        return -1;
+    f->sequence_number = (uint16_t)v;
+    if (unsigned_field(ts, "timestamp", 0xFFFFFFFF, &v) < 0)
+        return -1;
+    f->timestamp = (uint32_t)v;
+    if (unsigned_field(ssrc, "ssrc", 0xFFFFFFFF, &v) < 0)
+        return -1;
+    f->ssrc = (uint32_t)v;
+    if (csrcs_field(csrcs, f) < 0)
+        return -1;
+
+    f->has_extension = profile != Py_None;
+    if (f->has_extension) {
+        if (unsigned_field(profile, "extension_profile", 0xFFFF, &v) < 0)
+            return -1;
+        f->extension_profile = (uint16_t)v;
+    }
+    if (!f->has_extension && ext->len > 0) {
+        PyErr_SetString(PyExc_ValueError, "extension data given without extension_profile");
+        return -1;
+    }
+    if (ext->len % 4 != 0) {
+        PyErr_Format(PyExc_ValueError, "extension length must be a multiple of 4, got %zd bytes", ext->len);
+        return -1;
+    }
+    if (ext->len > 4 * 0xFFFF) {
+        PyErr_Format(PyExc_ValueError, "extension too long: %zd bytes, at most %d", ext->len, 4 * 0xFFFF);
+        return -1;
+    }
+    if (padding != NULL) {
+        if (unsigned_field(padding, "padding", 0xFF, &v) < 0)
+            return -1;
+        f->padding = (unsigned)v;
+    }
+    if (f->payload_length > (size_t)PY_SSIZE_T_MAX - (RTP_HEADER_SIZE + 4 * RTP_MAX_CSRCS + 4 + 4 * 0xFFFF + 0xFF)) {
+        PyErr_SetString(PyExc_OverflowError, "RTP payload too large");
+        return -1;
+    }
     return 0;
 }
 
@@ -552,98 +690,20 @@ static PyObject *mediacore_build_rtp(PyObject *Py_UNUSED(module), PyObject *args
 {
     static char *kwlist[] = {"payload_type", "sequence_number", "timestamp", "ssrc", "payload", "marker",
                              "csrcs", "extension_profile", "extension", "padding", NULL};
-    PyObject *pt_obj, *seq_obj, *ts_obj, *ssrc_obj;
-    PyObject *csrcs_obj = NULL, *profile_obj = Py_None, *padding_obj = NULL;
+    PyObject *pt, *seq, *ts, *ssrc, *csrcs = NULL, *profile = Py_None, *padding = NULL;
     Py_buffer payload = {0}, ext = {0};
     int marker = 0;
-    PyObject *csrc_seq = NULL, *result = NULL;
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOy*|$pOOy*O:build_rtp", kwlist, &pt_obj, &seq_obj,
-                                     &ts_obj, &ssrc_obj, &payload, &marker, &csrcs_obj, &profile_obj, &ext,
-                                     &padding_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOy*|$pOOy*O:build_rtp", kwlist, &pt, &seq, &ts, &ssrc,
+                                     &payload, &marker, &csrcs, &profile, &ext, &padding))
         return NULL;
 
-    /* Validate every argument first (same order and messages as pure.build_rtp). */
-    unsigned long long pt, seq, ts, ssrc, profile = 0, padding = 0, csrcs[RTP_MAX_CSRCS];
-    if (unsigned_field(pt_obj, "payload_type", 0x7F, &pt) < 0 ||
-        unsigned_field(seq_obj, "sequence_number", 0xFFFF, &seq) < 0 ||
-        unsigned_field(ts_obj, "timestamp", 0xFFFFFFFF, &ts) < 0 ||
-        unsigned_field(ssrc_obj, "ssrc", 0xFFFFFFFF, &ssrc) < 0)
-        goto done;
-
-    Py_ssize_t ncsrcs = 0;
-    if (csrcs_obj != NULL) {
-        csrc_seq = PySequence_Fast(csrcs_obj, "csrcs must be an iterable of integers");
-        if (csrc_seq == NULL)
-            goto done;
-        ncsrcs = PySequence_Fast_GET_SIZE(csrc_seq);
-        if (ncsrcs > RTP_MAX_CSRCS) {
-            PyErr_Format(PyExc_ValueError, "at most 15 CSRCs fit in an RTP header, got %zd", ncsrcs);
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < ncsrcs; i++) {
-            char name[32];
-            snprintf(name, sizeof name, "csrcs[%zd]", i);
-            if (unsigned_field(PySequence_Fast_GET_ITEM(csrc_seq, i), name, 0xFFFFFFFF, &csrcs[i]) < 0)
-                goto done;
-        }
+    PyObject *result = NULL;
+    rtp_fields f;
+    if (rtp_fields_from_python(&f, pt, seq, ts, ssrc, &payload, marker, csrcs, profile, &ext, padding) == 0) {
+        result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)rtp_packet_size(&f));
+        if (result != NULL)
+            rtp_write((uint8_t *)PyBytes_AS_STRING(result), &f);
     }
-
-    int has_extension = profile_obj != Py_None;
-    if (has_extension && unsigned_field(profile_obj, "extension_profile", 0xFFFF, &profile) < 0)
-        goto done;
-    if (!has_extension && ext.len > 0) {
-        PyErr_SetString(PyExc_ValueError, "extension data given without extension_profile");
-        goto done;
-    }
-    if (ext.len % 4 != 0) {
-        PyErr_Format(PyExc_ValueError, "extension length must be a multiple of 4, got %zd bytes", ext.len);
-        goto done;
-    }
-    if (ext.len > 4 * 0xFFFF) {
-        PyErr_Format(PyExc_ValueError, "extension too long: %zd bytes, at most %d", ext.len, 4 * 0xFFFF);
-        goto done;
-    }
-    if (padding_obj != NULL && unsigned_field(padding_obj, "padding", 0xFF, &padding) < 0)
-        goto done;
-
-    Py_ssize_t header_size = RTP_HEADER_SIZE + 4 * ncsrcs + (has_extension ? 4 + ext.len : 0);
-    if (payload.len > PY_SSIZE_T_MAX - header_size - (Py_ssize_t)padding) {
-        PyErr_SetString(PyExc_OverflowError, "RTP packet too large");
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, header_size + payload.len + (Py_ssize_t)padding);
-    if (result == NULL)
-        goto done;
-
-    /* Then write the packet front to back. */
-    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(result);
-    p[0] = (uint8_t)(0x80 | (padding ? 0x20 : 0) | (has_extension ? 0x10 : 0) | ncsrcs);
-    p[1] = (uint8_t)((marker ? 0x80 : 0) | pt);
-    put_be16(p + 2, (unsigned)seq);
-    put_be32(p + 4, (uint32_t)ts);
-    put_be32(p + 8, (uint32_t)ssrc);
-    p += RTP_HEADER_SIZE;
-    for (Py_ssize_t i = 0; i < ncsrcs; i++, p += 4)
-        put_be32(p, (uint32_t)csrcs[i]);
-    if (has_extension) {
-        put_be16(p, (unsigned)profile);
-        put_be16(p + 2, (unsigned)(ext.len / 4));
-        p += 4;
-        if (ext.len > 0)
-            memcpy(p, ext.buf, (size_t)ext.len);
-        p += ext.len;
-    }
-    if (payload.len > 0)
-        memcpy(p, payload.buf, (size_t)payload.len);
-    p += payload.len;
-    if (padding) {
-        memset(p, 0, (size_t)padding - 1);
-        p[padding - 1] = (uint8_t)padding;
-    }
-
-done:
-    Py_XDECREF(csrc_seq);
     PyBuffer_Release(&payload);
     PyBuffer_Release(&ext);
     return result;
@@ -652,7 +712,7 @@ done:
 /* ----------------------------------------------------------------------------- G.711 --- */
 
 typedef struct {
-    const char *format;  /* PyArg_ParseTuple format, "y*:name" */
+    const char *format; /* PyArg_ParseTuple format, "y*:name" */
     g711_kernel kernel;
     Py_ssize_t in_width;  /* bytes per input sample */
     Py_ssize_t out_width; /* bytes per output sample */
@@ -663,31 +723,27 @@ static PyObject *g711_convert(PyObject *args, const g711_conversion *conv)
     Py_buffer in;
     if (!PyArg_ParseTuple(args, conv->format, &in))
         return NULL;
-    PyObject *out = NULL;
     if (in.len % conv->in_width != 0) {
         PyErr_Format(PyExc_ValueError, "lin16 buffer length must be even, got %zd bytes", in.len);
-        goto done;
+        PyBuffer_Release(&in);
+        return NULL;
     }
-    Py_ssize_t n = in.len / conv->in_width;
-    if (n > PY_SSIZE_T_MAX / conv->out_width) {
-        PyErr_NoMemory();
-        goto done;
+    Py_ssize_t n = in.len / conv->in_width; /* samples */
+    PyObject *out = n > PY_SSIZE_T_MAX / conv->out_width ? PyErr_NoMemory()
+                                                         : PyBytes_FromStringAndSize(NULL, n * conv->out_width);
+    if (out != NULL) {
+        /* The output is private until returned and the input export is held, so the loop needs
+         * no Python state; for big buffers let other threads run meanwhile. */
+        const uint8_t *src = in.buf;
+        uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+        if (in.len >= NOGIL_THRESHOLD) {
+            Py_BEGIN_ALLOW_THREADS
+            conv->kernel(src, dst, (size_t)n);
+            Py_END_ALLOW_THREADS
+        }
+        else
+            conv->kernel(src, dst, (size_t)n);
     }
-    out = PyBytes_FromStringAndSize(NULL, n * conv->out_width);
-    if (out == NULL)
-        goto done;
-    /* The output is private until returned and the input export is held, so the loop needs
-     * no Python state; for big buffers let other threads run meanwhile. */
-    const uint8_t *src = in.buf;
-    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
-    if (in.len >= NOGIL_THRESHOLD) {
-        Py_BEGIN_ALLOW_THREADS
-        conv->kernel(src, dst, (size_t)n);
-        Py_END_ALLOW_THREADS
-    } else {
-        conv->kernel(src, dst, (size_t)n);
-    }
-done:
     PyBuffer_Release(&in);
     return out;
 }
