@@ -1,0 +1,908 @@
+"""Sans-IO SIP message codec: parse bytes into a :class:`SipMessage`, edit it, write bytes.
+
+This is the hot path (every module hop parses, modifies and serialises a message), so the
+codec is lean: the start line and the header section are split with ``str`` methods (no
+regular expressions), header values stay strings, and structured values (URIs, Via,
+name-addrs) are parsed only when asked for (:mod:`actors.sip.headers`).  It never imports
+asyncio and never does I/O.
+
+Input rules (decided here, checked in ``tests/unit/test_sip_message*.py``):
+
+* At most ``max_size`` bytes (default 65535, the UDP limit), else 513.
+* Leading CRLFs before the start line are skipped (keep-alives, RFC 3261 7.5).
+* Line ends may be CRLF or bare LF (mixed is fine); a bare CR is malformed (400).
+  Output always uses CRLF.
+* Folded header lines (continuation lines starting with SP or HTAB) are unfolded into one
+  value joined by a single space.
+* Header names are canonicalised (``v`` -> ``Via``, ``cseq`` -> ``CSeq``); unknown names keep
+  their spelling and are matched case-insensitively.
+* Header bytes are decoded as UTF-8 with ``surrogateescape``: any byte sequence (valid
+  UTF-8 or not) is accepted in header values and written back byte for byte.  NUL bytes in
+  the header section are rejected (400).  The body is raw bytes and may hold anything.
+* Requests need Via, From, To, Call-ID and CSeq (400 naming the missing one; Max-Forwards
+  may be absent); responses need the same five.  Call-ID, CSeq, From, To, Max-Forwards and
+  Content-Length must appear at most once (400).
+* CSeq is ``<number> <method>`` with number < 2**31 and, in a request, the same method as
+  the request line (400).  Max-Forwards, when present, is 0..255 (400).
+* Content-Length must be a non-negative decimal number (400); larger than ``max_size`` is
+  413; larger than the bytes that follow the header section is 400 (RFC 3261 18.3, UDP);
+  a longer body is truncated to Content-Length.  Without Content-Length the body is
+  everything after the header section.
+* A Request-URI is ``scheme:...`` without whitespace or ``<>`` (400), at most
+  ``MAX_URI_LENGTH`` characters (414); a sip:/sips: Request-URI must not carry ``?headers``
+  (400).  Other schemes parse; :func:`actors.sip.headers.parse_uri` answers 416 for them.
+* SIP versions other than 2.0 are 505.
+* From and To must be syntactically valid name-addr/addr-spec values (400).
+
+Serialisation always writes a ``Content-Length`` equal to ``len(body)``: it replaces the
+first Content-Length header in place (dropping duplicates) or is appended last.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .headers import (
+    TOKEN_CHARS,
+    SipParseError,
+    Via,
+    check_name_addr,
+    first_value_end,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_header_values,
+    _split_semis,
+)
+
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "MAX_URI_LENGTH",
+    "MAX_HEADERS",
+    "REASON_PHRASES",
+    "SipMessage",
+    "SipParseError",
+    "canonical_name",
+]
+
+MAX_MESSAGE_SIZE = 65535
+MAX_URI_LENGTH = 4096
+MAX_HEADERS = 256
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    428: "Use Identity Header",
+    429: "Provide Referrer Identity",
+    430: "Flow Failed",
+    433: "Anonymity Disallowed",
+    436: "Bad Identity-Info",
+    437: "Unsupported Certificate",
+    438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support",
+    440: "Max-Breadth Exceeded",
+    469: "Bad Info Package",
+    470: "Consent Needed",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    555: "Push Notification Service Not Supported",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",
+    608: "Rejected",
+}
+
+_CANONICAL = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Accept-Resource-Priority",
+    "Alert-Info", "Allow", "Allow-Events", "Answer-Mode", "Authentication-Info", "Authorization",
+    "Call-ID", "Call-Info", "Contact", "Content-Disposition", "Content-Encoding",
+    "Content-ID", "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date",
+    "Error-Info", "Event", "Expires", "Feature-Caps", "Flow-Timer", "From", "Geolocation",
+    "History-Info", "Identity", "Identity-Info", "Info-Package", "In-Reply-To", "Join",
+    "Max-Breadth", "Max-Forwards", "MIME-Version", "Min-Expires", "Min-SE", "Organization",
+    "P-Access-Network-Info", "P-Asserted-Identity", "P-Associated-URI", "P-Called-Party-ID",
+    "P-Charging-Function-Addresses", "P-Charging-Vector", "P-Early-Media",
+    "P-Media-Authorization", "P-Preferred-Identity", "P-Profile-Key", "P-Served-User",
+    "P-Visited-Network-ID", "Path", "Priority", "Privacy", "Proxy-Authenticate",
+    "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route", "Recv-Info",
+    "Refer-Sub", "Refer-To", "Referred-By", "Reject-Contact", "Replaces", "Reply-To",
+    "Request-Disposition", "Require", "Resource-Priority", "Retry-After", "Route", "RSeq",
+    "Security-Client", "Security-Server", "Security-Verify", "Server", "Service-Route",
+    "Session-Expires", "Session-ID", "SIP-ETag", "SIP-If-Match", "Subject",
+    "Subscription-State", "Supported", "Suppress-If-Match", "Target-Dialog", "Timestamp", "To",
+    "Trigger-Consent", "Unsupported", "User-Agent", "User-to-User", "Via", "Warning",
+    "WWW-Authenticate",
+]
+
+# RFC 3261 7.3.3 and later extensions (IANA "SIP Parameters: Header Fields").
+_COMPACT = {
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
+    "l": "Content-Length", "m": "Contact", "n": "Identity-Info", "o": "Event", "r": "Refer-To",
+    "s": "Subject", "t": "To", "u": "Allow-Events", "v": "Via", "x": "Session-Expires",
+    "y": "Identity",
+}
+
+# lower-case name -> canonical name
+_CANON_LOWER: dict[str, str] = {n.lower(): n for n in _CANONICAL}
+_CANON_LOWER.update(_COMPACT)
+# exact spelling -> canonical name (the fast path: one dict hit per header line)
+_CANON_EXACT: dict[str, str] = dict(_CANON_LOWER)
+_CANON_EXACT.update({n: n for n in _CANONICAL})
+_CANON_EXACT.update({k.upper(): v for k, v in _COMPACT.items()})
+_CANON_EXACT.update({n.upper(): n for n in _CANONICAL})
+
+_KNOWN = frozenset(_CANONICAL)
+# The parser's name table: the known names plus valid unknown names already seen (mapped to
+# themselves, bounded), so that extension headers stay on the fast path.
+_PARSE_NAMES: dict[str, str] = dict(_CANON_EXACT)
+_PARSE_NAMES_MAX = len(_PARSE_NAMES) + 512
+
+# Headers whose value is a comma-separated list (RFC 3261 7.3.1): get_all() splits them.
+# Deliberately absent: the auth headers (commas inside one challenge), Date, Retry-After,
+# From/To/Call-ID/CSeq, Subject, User-Agent, Server, Timestamp.
+_LIST_HEADERS = frozenset({
+    "Via", "Route", "Record-Route", "Contact", "Path", "Service-Route", "Allow", "Supported",
+    "Require", "Proxy-Require", "Unsupported", "Accept", "Accept-Encoding", "Accept-Language",
+    "Allow-Events", "Content-Encoding", "Content-Language", "In-Reply-To", "Warning",
+    "Error-Info", "Alert-Info", "Call-Info", "Reason", "P-Asserted-Identity",
+    "P-Preferred-Identity", "P-Associated-URI", "History-Info", "Security-Client",
+    "Security-Server", "Security-Verify", "Accept-Contact", "Reject-Contact",
+    "Request-Disposition", "Privacy", "P-Charging-Function-Addresses", "P-Early-Media",
+    "P-Media-Authorization", "Recv-Info", "Resource-Priority", "Accept-Resource-Priority",
+    "Feature-Caps", "Geolocation", "Max-Breadth",
+})
+
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards")
+_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+_RESPONSE_COPY = frozenset(_MANDATORY)
+_WS = " \t"
+_CRLF_START = (b"\r", b"\n")
+_HOSTPORT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.:[]")
+_PARAM_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+
+
+def canonical_name(name: str) -> str:
+    """Canonical spelling of a header name; compact forms expanded; unknown names as given."""
+    c = _CANON_EXACT.get(name)
+    if c is not None:
+        return c
+    return _CANON_LOWER.get(name.lower(), name)
+
+
+def _check_value(value: str) -> str:
+    if type(value) is not str:
+        value = str(value)
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise ValueError("header value must not contain CR, LF or NUL")
+    return value
+
+
+def _is_uint(s: str) -> bool:
+    return s.isdigit() and s.isascii()
+
+
+class SipMessage:
+    """One SIP request or response.
+
+    Requests have ``method`` and ``uri`` (``status``/``reason`` are ``None``), responses
+    the reverse.  ``headers`` is the ordered list of ``(canonical name, value)`` pairs as
+    on the wire (a comma list stays one entry until split by :meth:`get_all` or
+    :meth:`pop_first`).  ``body`` is raw bytes.  Equality compares start line, headers
+    (except Content-Length, which is derived from the body) and body.
+
+    Header names given to the accessors are matched case-insensitively, compact forms
+    accepted.  Unknown (extension) names are compared case-insensitively too.
+    """
+
+    __slots__ = ("method", "uri", "status", "reason", "headers", "body")
+
+    def __init__(
+        self,
+        method: str | None = None,
+        uri: str | None = None,
+        status: int | None = None,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.status = status
+        self.reason = reason
+        self.headers = [] if headers is None else headers
+        self.body = body
+
+    # --- construction ----------------------------------------------------------------
+
+    @classmethod
+    def request(
+        cls,
+        method: str,
+        uri: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> SipMessage:
+        """A request; header names are canonicalised, values checked for CR/LF/NUL."""
+        if not method or not TOKEN_CHARS.issuperset(method):
+            raise ValueError(f"bad method {method!r}")
+        uri = str(uri)
+        if not uri or not uri.isprintable() or " " in uri:
+            raise ValueError(f"bad Request-URI {uri!r}")
+        hs = [(canonical_name(n), _check_value(v)) for n, v in headers]
+        return cls(method, uri, None, None, hs, bytes(body))
+
+    @classmethod
+    def response(
+        cls,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> SipMessage:
+        """A response; ``reason=None`` takes the standard phrase from REASON_PHRASES."""
+        status = int(status)
+        if not 100 <= status <= 699:
+            raise ValueError(f"bad status code {status}")
+        if reason is None:
+            reason = REASON_PHRASES.get(status, "")
+        elif "\r" in reason or "\n" in reason or "\x00" in reason:
+            raise ValueError("reason phrase must not contain CR, LF or NUL")
+        hs = [(canonical_name(n), _check_value(v)) for n, v in headers]
+        return cls(None, None, status, reason, hs, bytes(body))
+
+    # --- parsing ---------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> SipMessage:
+        """Parse one datagram (see the module docstring for the rules).
+
+        Raises :class:`SipParseError` and nothing else on bad bytes (``TypeError`` only
+        when ``data`` is not bytes-like).
+        """
+        if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise TypeError("SipMessage.parse() takes bytes")
+        if len(data) > max_size:
+            raise SipParseError(513, f"message larger than {max_size} bytes")
+        if data[:1] in _CRLF_START:
+            data = data.lstrip(b"\r\n")
+            if not data:
+                raise SipParseError(400, "empty message")
+
+        # --- split the header section into lines, find the body
+        lines = None
+        i = data.find(b"\r\n\r\n")
+        if i > 0:
+            text = data[:i].decode("utf-8", "surrogateescape")
+            lines = text.split("\r\n")
+            n = len(lines) - 1
+            if text.count("\n") == n and text.count("\r") == n:
+                body_start = i + 4
+            else:
+                lines = None  # bare LF or CR somewhere: the general path decides
+        if lines is None:
+            lines, text, body_start = _split_general(data)
+        if "\x00" in text:
+            _check_nul(text)
+
+        # --- start line
+        start = lines[0]
+        if start.startswith("SIP/") or start[:4].upper() == "SIP/":
+            method = uri = None
+            version, _, rest = start.partition(" ")
+            code, _, reason = rest.partition(" ")
+            _check_version(version)
+            if len(code) != 3 or not _is_uint(code) or code[0] == "0":
+                raise SipParseError(400, f"bad status code {code[:12]!r}")
+            status = int(code)
+        else:
+            status = reason = None
+            parts = start.split(" ")
+            if len(parts) != 3:
+                raise SipParseError(400, "bad request line")
+            method, uri, version = parts
+            if len(uri) > MAX_URI_LENGTH or _REQUEST_LINE_FAST(start) is None:
+                if not method or not TOKEN_CHARS.issuperset(method):
+                    raise SipParseError(400, f"bad method {method[:20]!r}")
+                _check_version(version)
+                _check_request_uri(uri)
+
+        # --- header lines: fast path for the common shape (known names, no folding)
+        ce = _PARSE_NAMES
+        parts = [ln.partition(":") for ln in lines[1:]]
+        names = [ce.get(n) if s else None for n, s, _ in parts]
+        if None in names:
+            headers = _parse_header_lines(lines)
+            names = [h[0] for h in headers]
+        else:
+            headers = list(zip(names, [v.strip(_WS) for _, _, v in parts]))
+        msg = cls(method, uri, status, reason, headers, b"")
+        if len(names) > MAX_HEADERS:
+            raise SipParseError(400, f"more than {MAX_HEADERS} header fields", msg)
+
+        # --- mandatory and single-instance headers, their values
+        try:
+            ivia = names.index("Via")
+            ifrom = names.index("From")
+            ito = names.index("To")
+            icid = names.index("Call-ID")
+            icseq = names.index("CSeq")
+        except ValueError:
+            for n in _MANDATORY:
+                if n not in names:
+                    raise SipParseError(400, f"missing {n} header", msg) from None
+            raise
+        if sum(map(names.count, _SINGLE)) != (5 if "Max-Forwards" in names else 4):
+            for n in _SINGLE:
+                if names.count(n) > 1:
+                    raise SipParseError(400, f"more than one {n} header", msg)
+        cseq = headers[icseq][1]
+        num, _, cmethod = cseq.partition(" ")
+        if not _is_uint(num) or len(num) > 10:
+            num, _, cmethod = cseq.replace("\t", " ").partition(" ")
+            if not _is_uint(num) or len(num.lstrip("0")) > 10:
+                raise SipParseError(400, f"bad CSeq {cseq[:40]!r}", msg)
+        if int(num) >= 0x80000000:
+            raise SipParseError(400, f"CSeq number out of range {cseq[:40]!r}", msg)
+        if cmethod != method:
+            cmethod = cmethod.strip(_WS)
+            if method is None:
+                if not cmethod or not TOKEN_CHARS.issuperset(cmethod):
+                    raise SipParseError(400, f"bad CSeq method {cseq[:40]!r}", msg)
+            elif cmethod != method:
+                raise SipParseError(400, f"CSeq method {cmethod[:20]!r} does not match {method!r}", msg)
+        cid = headers[icid][1]
+        if not cid or " " in cid or "\t" in cid:
+            raise SipParseError(400, "bad Call-ID", msg)
+        if "Max-Forwards" in names:
+            mf = headers[names.index("Max-Forwards")][1]
+            if not _is_uint(mf) or (len(mf) > 3 and len(mf.lstrip("0")) > 3) or int(mf) > 255:
+                raise SipParseError(400, f"bad Max-Forwards {mf[:20]!r}", msg)
+        try:
+            _check_name_addr(headers[ifrom][1])
+        except SipParseError as e:
+            raise SipParseError(400, f"bad From header: {e.reason}", msg) from None
+        try:
+            _check_name_addr(headers[ito][1])
+        except SipParseError as e:
+            raise SipParseError(400, f"bad To header: {e.reason}", msg) from None
+        try:
+            _check_via(headers[ivia][1])
+        except SipParseError as e:
+            raise SipParseError(e.status, f"bad Via header: {e.reason}", msg) from None
+
+        # --- body
+        rest_len = len(data) - body_start
+        if "Content-Length" not in names:
+            if rest_len > 0:
+                msg.body = data[body_start:]
+            return msg
+        ci = names.index("Content-Length")
+        clen = headers[ci][1]
+        if names.count("Content-Length") > 1:
+            for n, v in headers[ci + 1 :]:
+                if n == "Content-Length" and v != clen:
+                    raise SipParseError(400, "conflicting Content-Length headers", msg)
+            # identical duplicates: keep the first
+            headers[ci + 1 :] = [h for h in headers[ci + 1 :] if h[0] != "Content-Length"]
+        if not _is_uint(clen):
+            raise SipParseError(400, f"bad Content-Length {clen[:20]!r}", msg)
+        if len(clen) > 10 and len(clen.lstrip("0")) > 10:
+            raise SipParseError(413, f"Content-Length {clen[:20]}... larger than {max_size}", msg)
+        n = int(clen)
+        if n > max_size:
+            raise SipParseError(413, f"Content-Length {n} larger than {max_size}", msg)
+        if n > rest_len:
+            raise SipParseError(400, f"body shorter than Content-Length {n}", msg)
+        if n:
+            msg.body = data[body_start : body_start + n]
+        return msg
+
+    # --- serialisation ---------------------------------------------------------------
+
+    def start_line(self) -> str:
+        if self.method is not None:
+            return f"{self.method} {self.uri} SIP/2.0"
+        reason = self.reason
+        if reason is None:
+            reason = REASON_PHRASES.get(self.status, "")  # type: ignore[arg-type]
+        return f"SIP/2.0 {self.status} {reason}"
+
+    def __bytes__(self) -> bytes:
+        """Wire bytes: CRLF line ends, Content-Length always equal to ``len(body)`` (in
+        place of the first Content-Length header, or appended last)."""
+        body = self.body
+        if self.method is not None:
+            start = f"{self.method} {self.uri} SIP/2.0\r\n"
+        else:
+            start = self.start_line() + "\r\n"
+        text = start + "\r\n".join(map(": ".join, self.headers))
+        i = text.find("\r\nContent-Length: ")
+        if i < 0:
+            text += "\r\nContent-Length: %d" % len(body)
+        else:
+            j = text.find("\r\n", i + 18)
+            if j < 0:
+                j = len(text)
+            if text[i + 18 : j] != str(len(body)) or "\r\nContent-Length:" in text[j:]:
+                text = self._text_fixing_content_length(start)
+        return (text + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+    def _text_fixing_content_length(self, start: str) -> str:
+        cl = "Content-Length: %d" % len(self.body)
+        lines = [start[:-2]]
+        for n, v in self.headers:
+            if n == "Content-Length":
+                if cl is not None:
+                    lines.append(cl)
+                    cl = None
+            else:
+                lines.append(f"{n}: {v}")
+        if cl is not None:
+            lines.append(cl)
+        return "\r\n".join(lines)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SipMessage):
+            return NotImplemented
+        return (
+            self.method == other.method
+            and self.uri == other.uri
+            and self.status == other.status
+            and self.reason == other.reason
+            and self.body == other.body
+            and [h for h in self.headers if h[0] != "Content-Length"]
+            == [h for h in other.headers if h[0] != "Content-Length"]
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<SipMessage {self.start_line()!r} headers={len(self.headers)} body={len(self.body)}B>"
+
+    # --- header access ---------------------------------------------------------------
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None
+
+    def get(self, name: str) -> str | None:
+        """First value of ``name``.  For list headers (Via, Route, Contact...) this is the
+        first element of the first header line: ``get("Via")`` is the top Via even when
+        written ``Via: a, b``."""
+        key = _CANON_EXACT.get(name)
+        if key is None:
+            return self._get_slow(name)
+        for n, v in self.headers:
+            if n == key:
+                if key in _LIST_HEADERS and "," in v:
+                    end = first_value_end(v)
+                    if end >= 0:
+                        head = v[:end].rstrip(_WS)
+                        return head if head else (split_header_values(v) or [None])[0]
+                return v
+        return None
+
+    def _get_slow(self, name: str) -> str | None:
+        key = _CANON_LOWER.get(name.lower())
+        if key is not None:
+            return self.get(key)
+        low = name.lower()
+        for n, v in self.headers:
+            if n.lower() == low:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """All values of ``name`` in order; comma lists split for list headers."""
+        key = canonical_name(name)
+        if key in _KNOWN:
+            vals = [v for n, v in self.headers if n == key]
+            if key in _LIST_HEADERS:
+                out: list[str] = []
+                for v in vals:
+                    out.extend(split_header_values(v))
+                return out
+            return vals
+        low = name.lower()
+        return [v for n, v in self.headers if n.lower() == low]
+
+    def has(self, name: str) -> bool:
+        key = canonical_name(name)
+        if key in _KNOWN:
+            return any(n == key for n, _ in self.headers)
+        low = name.lower()
+        return any(n.lower() == low for n, _ in self.headers)
+
+    __contains__ = has
+
+    def _indices(self, name: str) -> tuple[str, list[int]]:
+        key = canonical_name(name)
+        if key in _KNOWN:
+            return key, [i for i, h in enumerate(self.headers) if h[0] == key]
+        low = name.lower()
+        return key, [i for i, h in enumerate(self.headers) if h[0].lower() == low]
+
+    def set(self, name: str, value: str) -> None:
+        """Replace all values of ``name`` by one, at the position of the first (or append)."""
+        value = _check_value(value)
+        key = _CANON_EXACT.get(name)
+        hs = self.headers
+        if key is not None:
+            names = [h[0] for h in hs]
+            if key not in names:
+                hs.append((key, value))
+                return
+            i = names.index(key)
+            hs[i] = (key, value)
+            if names.count(key) > 1:
+                hs[i + 1 :] = [h for h in hs[i + 1 :] if h[0] != key]
+            return
+        key, idx = self._indices(name)
+        if not idx:
+            hs.append((key, value))
+            return
+        hs[idx[0]] = (key, value)
+        for i in reversed(idx[1:]):
+            del hs[i]
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        """Add a value.  ``first=True``: above the existing values of ``name`` (at the top
+        of the header list when there are none); else after the last one (or at the end)."""
+        value = _check_value(value)
+        key = _CANON_EXACT.get(name)
+        hs = self.headers
+        if key is not None:
+            if first:
+                i = 0
+                for n, _ in hs:
+                    if n == key:
+                        hs.insert(i, (key, value))
+                        return
+                    i += 1
+                hs.insert(0, (key, value))
+                return
+            i = len(hs)
+            while i:
+                i -= 1
+                if hs[i][0] == key:
+                    hs.insert(i + 1, (key, value))
+                    return
+            hs.append((key, value))
+            return
+        key, idx = self._indices(name)
+        if first:
+            hs.insert(idx[0] if idx else 0, (key, value))
+        elif idx:
+            hs.insert(idx[-1] + 1, (key, value))
+        else:
+            hs.append((key, value))
+
+    def remove(self, name: str) -> None:
+        """Remove every value of ``name``."""
+        key = canonical_name(name)
+        if key in _KNOWN:
+            self.headers = [h for h in self.headers if h[0] != key]
+        else:
+            low = name.lower()
+            self.headers = [h for h in self.headers if h[0].lower() != low]
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the top-most single value of ``name``; a comma list keeps
+        its other elements (``Via: a, b`` -> returns ``a``, leaves ``Via: b``)."""
+        key = _CANON_EXACT.get(name)
+        if key is None:
+            key = canonical_name(name)
+            if key not in _KNOWN:
+                key, idx = self._indices(name)
+                if not idx:
+                    return None
+                return self.headers.pop(idx[0])[1]
+        hs = self.headers
+        i = 0
+        for n, v in hs:
+            if n == key:
+                if key not in _LIST_HEADERS or "," not in v:
+                    del hs[i]
+                    return v
+                end = first_value_end(v)
+                if end < 0:
+                    del hs[i]
+                    return v
+                head = v[:end].rstrip(_WS)
+                rest = v[end + 1 :].strip(_WS)
+                if rest:
+                    hs[i] = (n, rest)
+                else:
+                    del hs[i]
+                if not head:  # ", b": an empty element, skip it
+                    return self.pop_first(key)
+                return head
+            i += 1
+        return None
+
+    def copy(self) -> SipMessage:
+        """A copy with its own header list (values are immutable strings)."""
+        return SipMessage(self.method, self.uri, self.status, self.reason, list(self.headers), self.body)
+
+    # --- common fields ---------------------------------------------------------------
+
+    @property
+    def call_id(self) -> str | None:
+        for n, v in self.headers:
+            if n == "Call-ID":
+                return v
+        return None
+
+    @property
+    def cseq(self) -> tuple[int, str] | None:
+        """``(number, method)`` or ``None`` when absent or malformed."""
+        for n, v in self.headers:
+            if n == "CSeq":
+                parts = v.split()
+                if len(parts) != 2 or not _is_uint(parts[0]) or len(parts[0]) > 20:
+                    return None
+                return int(parts[0]), parts[1]
+        return None
+
+    @property
+    def max_forwards(self) -> int | None:
+        for n, v in self.headers:
+            if n == "Max-Forwards":
+                return int(v) if _is_uint(v) and len(v) <= 20 else None
+        return None
+
+    @property
+    def top_via(self) -> Via | None:
+        """The top Via value parsed (raises SipParseError if it is malformed)."""
+        v = self.get("Via")
+        return parse_via(v) if v is not None else None
+
+    @property
+    def branch(self) -> str | None:
+        """The top Via's branch parameter (cheap: no full Via parse)."""
+        v = self.get("Via")
+        if v is None:
+            return None
+        _, semi, ptext = v.partition(";")
+        if not semi:
+            return None
+        return _param_of(ptext, "branch")
+
+    @property
+    def from_tag(self) -> str | None:
+        return _tag_of(self.get("From"))
+
+    @property
+    def to_tag(self) -> str | None:
+        return _tag_of(self.get("To"))
+
+    def make_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> SipMessage:
+        """A response to this request (RFC 3261 8.2.6): copies every Via, From, To (adding
+        ``;tag=to_tag`` when given and To has none), Call-ID and CSeq; empty body."""
+        hs = []
+        for n, v in self.headers:
+            if n in _RESPONSE_COPY:
+                if n == "To" and to_tag is not None and _tag_of(v) is None:
+                    v = f"{v};tag={to_tag}"
+                hs.append((n, v))
+        return SipMessage.response(status, reason, hs)
+
+
+# --- parse helpers ---------------------------------------------------------------------
+
+
+def _split_general(data: bytes) -> tuple[list[str], str, int]:
+    """Split at the first empty line when line ends may be bare LF (or mixed)."""
+    a = data.find(b"\n\r\n")
+    b = data.find(b"\n\n")
+    if a < 0:
+        if b < 0:
+            raise SipParseError(400, "truncated message: no empty line after the headers")
+        head_end, body_start = b, b + 2
+    elif b < 0 or a < b:
+        head_end, body_start = a, a + 3
+    else:
+        head_end, body_start = b, b + 2
+    text = data[:head_end].decode("utf-8", "surrogateescape")
+    if text[-1:] == "\r":
+        text = text[:-1]
+    lines = [ln[:-1] if ln[-1:] == "\r" else ln for ln in text.split("\n")]
+    for ln in lines:
+        if "\r" in ln:
+            raise SipParseError(400, "bare CR in header section")
+    if not lines[0]:
+        raise SipParseError(400, "empty start line")
+    return lines, text, body_start
+
+
+def _check_nul(text: str) -> None:
+    """NUL is allowed only as a quoted-pair (``\\`` NUL inside a quoted string, RFC 4475
+    intmeth); anywhere else in the header section it is malformed."""
+    i = text.find("\x00")
+    while i >= 0:
+        if i == 0 or text[i - 1] != "\\":
+            raise SipParseError(400, "NUL byte in header section")
+        i = text.find("\x00", i + 1)
+
+
+def _parse_header_lines(lines: list[str]) -> list[tuple[str, str]]:
+    """The general header loop: folding, LWS before the colon, unknown names."""
+    headers: list[tuple[str, str]] = []
+    append = headers.append
+    ce = _PARSE_NAMES
+    for line in lines[1:]:
+        c = line[:1]
+        if c == " " or c == "\t":
+            if not headers:
+                raise SipParseError(400, "continuation line before the first header")
+            cont = line.strip(_WS)
+            if cont:
+                n, v = headers[-1]
+                headers[-1] = (n, f"{v} {cont}" if v else cont)
+            continue
+        if not line:
+            raise SipParseError(400, "empty header line")
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise SipParseError(400, f"header line without colon: {line[:40]!r}")
+        cname = ce.get(name)
+        if cname is None:
+            stripped = name.rstrip(_WS)
+            cname = _CANON_LOWER.get(stripped.lower())
+            if cname is None:
+                if not stripped or not TOKEN_CHARS.issuperset(stripped):
+                    raise SipParseError(400, f"bad header name {stripped[:40]!r}")
+                cname = stripped
+                if name is stripped and len(ce) < _PARSE_NAMES_MAX:
+                    ce[name] = name
+        append((cname, value.strip(_WS)))
+    return headers
+
+
+def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
+    v = version.upper()
+    if v == "SIP/2.0":
+        return
+    if v.startswith("SIP/"):
+        major, dot, minor = v[4:].partition(".")
+        if dot and _is_uint(major) and _is_uint(minor):
+            raise SipParseError(505, f"SIP version {version!r} not supported")
+    raise SipParseError(400, f"bad SIP version {version[:20]!r}")
+
+
+def _check_request_uri(uri: str) -> None:
+    if len(uri) > MAX_URI_LENGTH:
+        raise SipParseError(414, "Request-URI too long")
+    scheme, colon, rest = uri.partition(":")
+    if not colon or not rest or not scheme or not scheme[0].isalpha() or not _SCHEME_CHARS.issuperset(scheme):
+        raise SipParseError(400, f"bad Request-URI {uri[:60]!r}")
+    if not uri.isascii() or not uri.isprintable() or "<" in uri or ">" in uri or '"' in uri:
+        raise SipParseError(400, f"bad character in Request-URI {uri[:60]!r}")
+    low = scheme.lower()
+    if (low == "sip" or low == "sips") and "?" in rest:
+        try:
+            parsed = parse_uri(uri)
+        except SipParseError as e:
+            raise SipParseError(400, f"bad Request-URI: {e.reason}") from None
+        if parsed.headers:
+            raise SipParseError(400, "headers not allowed in Request-URI")
+
+
+# Fast paths (one C-level match each) for the canonical shapes of the values parse()
+# checks; anything they do not match gets the full structural check, which decides.
+_TOK = r"[A-Za-z0-9.!%*+`'~_-]"
+_PVAL = r"[A-Za-z0-9.!%*+`'~_:\[\]-]"
+_NAME_ADDR_FAST = re.compile(
+    r'(?:"[^"\\\x00-\x1f\x7f]*"[ \t]*|' + _TOK + r"+(?:[ \t]+" + _TOK + r"+)*[ \t]*)?"
+    r'<[A-Za-z][A-Za-z0-9+.-]*:[^\x00-\x20<>"\x7f]+>'
+    r"(?:[ \t]*;[ \t]*" + _TOK + r"+(?:[ \t]*=[ \t]*" + _PVAL + r"+)?)*"
+).fullmatch
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
+_VIA_FAST = re.compile(
+    r"SIP/2\.0/" + _TOK + r"+ (?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])" + _PORT
+    + r"(?:;" + _TOK + r"+(?:=" + _PVAL + r"+)?)*"
+).fullmatch
+_REQUEST_LINE_FAST = re.compile(
+    _TOK + r'+ [A-Za-z][A-Za-z0-9+.-]*:[^\x00-\x20<>"?\x7f-\U0010ffff]+ SIP/2\.0'
+).fullmatch
+
+
+def _check_name_addr(v: str) -> None:
+    if _NAME_ADDR_FAST(v) is None:
+        check_name_addr(v)
+
+
+def _check_via(v: str) -> None:
+    if _VIA_FAST(v) is None:
+        end = first_value_end(v)
+        parse_via(v if end < 0 else v[:end])
+
+
+def _param_of(ptext: str, name: str) -> str | None:
+    """Value of parameter ``name`` in ``a=b;c=d`` text (quote-aware, LWS tolerant)."""
+    for part in _split_semis(ptext) if '"' in ptext else ptext.split(";"):
+        k, eq, v = part.partition("=")
+        k = k.strip(_WS)
+        if k == name or k.lower() == name:
+            return v.strip(_WS) if eq else None
+    return None
+
+
+def _tag_of(v: str | None) -> str | None:
+    if v is None or "tag" not in v.lower():
+        return None
+    if '"' in v:
+        try:
+            return parse_name_addr(v).tag
+        except SipParseError:
+            return None
+    gt = v.rfind(">")
+    ptext = v[gt + 1 :] if gt >= 0 else v
+    for part in ptext.split(";")[1:]:
+        k, eq, val = part.partition("=")
+        if k.strip(_WS).lower() == "tag":
+            return val.strip(_WS) if eq else None
+    return None

@@ -1,0 +1,328 @@
+"""Sans-IO SIP transactions (RFC 3261 section 17 over UDP, with RFC 6026): shared parts.
+
+The four machines live one per file with their own transition tables:
+
+- :mod:`actors.sip.transaction_client`: :class:`InviteClientTransaction`,
+  :class:`NonInviteClientTransaction`
+- :mod:`actors.sip.transaction_server`: :class:`InviteServerTransaction`,
+  :class:`NonInviteServerTransaction`
+- :mod:`actors.sip.transaction_layer`: :class:`TransactionLayer`, which matches messages to
+  transactions and is what an actor normally talks to.
+
+This module holds what they share: errors, the events handed to the TU, the base class and the
+matching keys.
+
+Conventions, the same for every machine here (and for :mod:`actors.sip.failure_detector`):
+
+- **Time.** Nothing reads a clock. Every method that depends on time takes ``now`` (seconds, any
+  monotonic origin). ``get_timer()`` returns the next absolute deadline or ``None``;
+  ``handle_timer(now)`` fires everything due at or before ``now`` and does nothing when called
+  early. A late call is tolerated: a retransmission timer fires once and is rescheduled from
+  ``now`` (missed intervals are skipped, not replayed in a burst), and a timeout that is due wins
+  over a retransmission that is due at the same call.
+- **Output.** ``datagrams_to_send()`` drains a list of ``(bytes, destination)``. Messages are
+  encoded once when first sent; retransmissions resend the very same bytes. The destination is the
+  opaque address given at construction (for server transactions: where the request came from).
+- **Events.** Everything for the TU is queued and drained with ``events()`` (a list of the frozen
+  dataclasses below, in the order they happened); methods return ``None``. Each event has a
+  ``name`` class attribute (``"response"``, ``"timeout"``, ...) for logs and ``match`` statements.
+- **Errors.** A TU call the current state does not allow (a second final response, sending in
+  Terminated, ...) raises :class:`TransactionStateError`. Messages from the network never raise
+  for being unexpected: a response or request the state table has no row for is absorbed (and
+  counted in ``ignored``), because the network is allowed to duplicate and reorder.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from actors.sip.headers import MAGIC_COOKIE
+from actors.sip.timers import Address, Datagram, SipTimers, fire_due
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actors.sip.message import SipMessage
+
+__all__ = [
+    "TransactionError",
+    "TransactionStateError",
+    "TransactionMatchError",
+    "TransactionEvent",
+    "RequestReceived",
+    "ResponseReceived",
+    "AckReceived",
+    "StrayResponse",
+    "TimedOut",
+    "TransportFailed",
+    "TransactionTerminated",
+    "Transaction",
+    "client_key",
+    "server_key",
+    "MAGIC_COOKIE",
+]
+
+
+
+# --------------------------------------------------------------------------------------- errors
+
+
+class TransactionError(Exception):
+    """Base class of the errors raised by the transaction machines."""
+
+
+class TransactionStateError(TransactionError):
+    """The TU asked for something the transaction's current state does not allow."""
+
+    def __init__(self, machine: str, state: enum.Enum, event: str) -> None:
+        self.machine = machine
+        self.state = state
+        self.event = event
+        super().__init__(f"{machine}: cannot {event} in state {state.name}")
+
+
+class TransactionMatchError(TransactionError, ValueError):
+    """A message was handed to a transaction it does not belong to (a bug in the caller)."""
+
+
+# --------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class TransactionEvent:
+    name: ClassVar[str] = "event"
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class RequestReceived(TransactionEvent):
+    """A new request created a server transaction (only the layer emits this)."""
+
+    name: ClassVar[str] = "request"
+    request: "SipMessage"
+    transaction: "Transaction"
+    source: Address
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ResponseReceived(TransactionEvent):
+    """A response a client transaction passes up to the TU (1xx, the first non-2xx final, every
+    2xx: in the RFC 6026 Accepted state 2xx retransmissions and forked 2xx still reach the TU,
+    which owns the ACK for a 2xx)."""
+
+    name: ClassVar[str] = "response"
+    response: "SipMessage"
+    transaction: "Transaction"
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class AckReceived(TransactionEvent):
+    """An ACK for a 2xx: either one that matched an INVITE server transaction in Accepted
+    (``transaction`` set) or, from the layer, one that matched none (``transaction`` None)."""
+
+    name: ClassVar[str] = "ack"
+    request: "SipMessage"
+    transaction: "Transaction | None"
+    source: Address = None
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class StrayResponse(TransactionEvent):
+    """A response that matched no client transaction (only the layer emits this): a 2xx
+    retransmission after Timer M, or a response a proxy must forward statelessly."""
+
+    name: ClassVar[str] = "stray_response"
+    response: "SipMessage"
+    source: Address
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class TimedOut(TransactionEvent):
+    """Timer B or F (client: the TU answers 408) or Timer H (server: the ACK never came)."""
+
+    name: ClassVar[str] = "timeout"
+    transaction: "Transaction"
+    timer: str
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class TransportFailed(TransactionEvent):
+    """The owner reported a transport error (e.g. ICMP unreachable) via ``transport_error()``."""
+
+    name: ClassVar[str] = "transport_error"
+    transaction: "Transaction"
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class TransactionTerminated(TransactionEvent):
+    """The transaction reached Terminated (always the last event of a transaction)."""
+
+    name: ClassVar[str] = "terminated"
+    transaction: "Transaction"
+
+
+# ------------------------------------------------------------------------------------- matching
+
+
+def _sent_by(msg: "SipMessage") -> tuple[str, int] | None:
+    try:
+        via = msg.top_via
+    except ValueError:  # SipParseError: a malformed top Via never matches anything else
+        return None
+    if via is None:
+        return None
+    port = via.port
+    if port is None:
+        port = 5061 if str(via.transport).upper() == "TLS" else 5060
+    return (str(via.host).lower(), int(port))
+
+
+def client_key(msg: "SipMessage") -> tuple[str, str] | None:
+    """RFC 3261 17.1.3: a response (or the request itself) matches a client transaction by the
+    top Via branch and the CSeq method. ``None`` when the message has no branch."""
+    branch = msg.branch
+    if not branch:
+        return None
+    return (branch, msg.cseq[1].upper())
+
+
+def server_key(msg: "SipMessage") -> tuple[Any, ...]:
+    """RFC 3261 17.2.3: a request matches a server transaction by top Via branch, sent-by and
+    method, with ACK matching the INVITE. CANCEL keeps its own method, so it gets a transaction of
+    its own with the same branch as the INVITE it cancels.
+
+    A request whose branch lacks the magic cookie (RFC 2543 peers) falls back to Call-ID, CSeq
+    number, From tag and the raw top Via; that is enough for retransmissions and for the ACK of a
+    non-2xx response, which is all this emulator meets.
+    """
+    method = msg.method.upper()
+    if method == "ACK":
+        method = "INVITE"
+    branch = msg.branch
+    if branch and branch.startswith(MAGIC_COOKIE):
+        return ("3261", branch, _sent_by(msg), method)
+    return ("2543", msg.call_id, msg.cseq[0], msg.from_tag, msg.get("Via"), method)
+
+
+# ----------------------------------------------------------------------------------------- base
+
+
+class Transaction:
+    """What the four machines share: timers, outbox, events, the table-driven step.
+
+    Subclasses set ``_TABLE`` (``{(state, input): (new_state, action or None)}``),
+    ``_LOCAL_INPUTS`` (inputs that come from the TU and raise when the table has no row),
+    ``_STATE_TIMERS`` (the timers that may run in each state; leaving a state cancels the others),
+    ``_RETRANSMIT_TIMERS`` and ``_TIMER_INPUTS`` (timer name -> input).
+    """
+
+    _TABLE: ClassVar[dict[tuple[Any, Any], tuple[Any, str | None]]]
+    _LOCAL_INPUTS: ClassVar[frozenset[Any]]
+    _STATE_TIMERS: ClassVar[dict[Any, frozenset[str]]]
+    _RETRANSMIT_TIMERS: ClassVar[frozenset[str]]
+    _TIMER_INPUTS: ClassVar[dict[str, Any]]
+    _TERMINATED: ClassVar[Any]
+
+    def __init__(self, state: enum.Enum, destination: Address, timers: SipTimers) -> None:
+        if not isinstance(timers, SipTimers):
+            raise TypeError(f"timers must be a SipTimers, got {type(timers).__name__}")
+        self.state = state
+        self.destination = destination
+        self.timers = timers
+        #: how many network messages the state table absorbed without a row (diagnostics)
+        self.ignored = 0
+        self._deadlines: dict[str, float] = {}
+        self._outbox: list[Datagram] = []
+        self._events: list[TransactionEvent] = []
+        self._on_change: Callable[["Transaction"], None] | None = None
+
+    # -- sans-IO surface ---------------------------------------------------------------------
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is self._TERMINATED
+
+    def get_timer(self) -> float | None:
+        """The next absolute deadline, or ``None`` when no timer runs."""
+        return min(self._deadlines.values(), default=None)
+
+    def timer_deadlines(self) -> dict[str, float]:
+        """Running timers by RFC name (a copy; for tests and logs)."""
+        return dict(self._deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at or before ``now`` (see the module docstring for late fires)."""
+        fire_due(self._deadlines, now, self._RETRANSMIT_TIMERS, self._fire_timer)
+        self._changed()
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Drain the ``(bytes, destination)`` pairs queued since the last call."""
+        out, self._outbox[:] = list(self._outbox), []
+        return out
+
+    def events(self) -> list[TransactionEvent]:
+        """Drain the events queued for the TU since the last call."""
+        out, self._events[:] = list(self._events), []
+        return out
+
+    def transport_error(self, now: float) -> None:
+        """The owner learnt that sending failed (e.g. ICMP port unreachable)."""
+        self._step(self._TRANSPORT_ERROR, now, None)
+        self._changed()
+
+    _TRANSPORT_ERROR: ClassVar[Any]
+
+    # -- machinery ---------------------------------------------------------------------------
+
+    def _attach(self, outbox: list[Datagram], events: list[TransactionEvent],
+                on_change: Callable[["Transaction"], None]) -> None:
+        """Used by the layer: share its outbox and event list, and report timer changes."""
+        outbox.extend(self._outbox)
+        events.extend(self._events)
+        self._outbox = outbox
+        self._events = events
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)
+
+    def _fire_timer(self, name: str, now: float) -> None:
+        self._step(self._TIMER_INPUTS[name], now, name)
+
+    def _step(self, inp: Any, now: float, arg: Any) -> bool:
+        """Apply one input. Returns False when a network input was absorbed (no table row)."""
+        row = self._TABLE.get((self.state, inp))
+        if row is None:
+            if inp in self._LOCAL_INPUTS:
+                raise TransactionStateError(type(self).__name__, self.state, inp.value)
+            self.ignored += 1
+            return False
+        new_state, action = row
+        old_state = self.state
+        self.state = new_state
+        if new_state is not old_state:
+            allowed = self._STATE_TIMERS.get(new_state, frozenset())
+            for name in [n for n in self._deadlines if n not in allowed]:
+                del self._deadlines[name]
+        if action is not None:
+            getattr(self, action)(now, arg)
+        if new_state is not old_state:
+            self._enter(new_state, now)
+            if new_state is self._TERMINATED:
+                self._deadlines.clear()
+                self._events.append(TransactionTerminated(self))
+        return True
+
+    def _enter(self, state: Any, now: float) -> None:
+        """Start the timers that run from the entry of ``state`` (subclasses override)."""
+
+    def _arm(self, name: str, deadline: float) -> None:
+        self._deadlines[name] = deadline
+
+    def _send(self, data: bytes) -> None:
+        self._outbox.append((data, self.destination))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key!r} {self.state.name}>"
+
+    key: Any = None
