@@ -1,0 +1,272 @@
+"""``SipActor``: an asyncio actor that speaks SIP on its own UDP port.
+
+It wraps the sans-IO pieces the way aioquic's asyncio layer wraps
+``QuicConnection``: each datagram from the ``UdpEndpoint`` is parsed with the
+codec and fed to a ``TransactionLayer`` right in the endpoint's callback on the
+actor's loop; the layer's events become hook calls; its datagrams are sent; and
+one ``call_at`` is kept armed for the layer's next deadline.
+
+SIP input is handled on the loop directly rather than through the actor's
+inbox, so an ``async`` method of the actor (say, ``await``-ing the final
+response of a call it placed) can wait while the responses it waits for are
+being processed. Sync hooks therefore run atomically, in arrival order; an
+``async def`` hook runs as a task of the actor, interleaving with other input
+only at its ``await`` points, like any asyncio server's handlers. A hung peer
+(socket open, nothing answered) is modelled at the transport seam.
+
+Malformed input never kills the actor: a request that can still be answered
+gets the codec's 4xx/5xx, anything else is counted in ``stats`` and dropped;
+an exception in a hook is logged, counted and answered with 500 if it was a
+request's hook.
+
+Subclasses implement ``on_request`` and, as needed, ``on_response``,
+``on_ack``, ``on_stray_response``, ``on_timeout``, ``on_transaction_terminated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from actors.actor import AsyncioActor
+from actors.clock import Clock, LoopClock
+from actors.logs import get_logger
+from actors.sip.headers import SipParseError, new_branch
+from actors.sip.malformed import answer_malformed
+from actors.sip.message import SipMessage
+from actors.sip.timers import SipTimers
+from actors.sip.transaction import (
+    AckReceived,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TimedOut,
+    Transaction,
+    TransactionTerminated,
+    TransportFailed,
+)
+from actors.sip.transaction_layer import TransactionLayer
+from actors.transport import TransportSeam, UdpEndpoint
+
+__all__ = ["SipActor"]
+
+Address = tuple[str, int]
+
+
+class SipActor(AsyncioActor):
+    """A SIP element on one UDP port, transaction-stateful, hooks per event."""
+
+    def __init__(
+        self,
+        name: str,
+        bind: Address = ("127.0.0.1", 0),
+        *,
+        timers: SipTimers | None = None,
+        trying_delay: float | None = 0.2,
+        seam: TransportSeam | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.bind = bind
+        self.layer = TransactionLayer(timers=timers or SipTimers(), trying_delay=trying_delay)
+        self.stats: Counter[str] = Counter()
+        self.endpoint: UdpEndpoint | None = None
+        self.clock: Clock | None = None
+        self.log = get_logger(type(self).__name__, instance=name)
+        self._seam = seam
+        self._time_scale = time_scale
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._hook_tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle (on the actor's loop) -------------------------------------
+
+    async def on_start(self) -> None:
+        self.clock = LoopClock(self.loop, time_scale=self._time_scale)
+        self.endpoint = await UdpEndpoint.open(
+            self.bind, self._datagram_received, seam=self._seam, name=self.name, clock=self.clock
+        )
+        self.address = self.endpoint.local_address[:2]
+        self.log.debug("sip_listening", address=self.address)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        for task in self._hook_tasks:
+            task.cancel()
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        if self.endpoint is not None:
+            self.endpoint.close()
+
+    def get_address(self) -> Address:
+        """The ``(host, port)`` this actor receives SIP on (ask it through a proxy)."""
+        return self.address
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()  # type: ignore[union-attr]
+
+    # -- input: the endpoint's callback, on the actor's loop ---------------------
+
+    def _datagram_received(self, data: bytes, source: Address) -> None:
+        if not data.strip(b"\r\n"):
+            self.stats["keepalive"] += 1  # RFC 5626 CRLF keep-alive
+            return
+        try:
+            message = SipMessage.parse(data)
+        except SipParseError as error:
+            answer = answer_malformed(data, error)
+            if answer is None:
+                self.stats["malformed_dropped"] += 1
+                self.log.info("sip_malformed_dropped", source=source, error=str(error))
+            else:
+                self.stats["malformed_answered"] += 1
+                self.log.info("sip_malformed_answered", source=source, status=error.status)
+                self.endpoint.send(answer, source)  # type: ignore[union-attr]
+            return
+        self.stats["rx_request" if message.is_request else "rx_response"] += 1
+        self.layer.receive(message, source, self.now)
+        self._pump()
+
+    def _timer_fired(self) -> None:
+        self._timer_handle = None
+        self._timer_deadline = None
+        self.layer.handle_timer(self.now)
+        self._pump()
+
+    # -- output ---------------------------------------------------------------
+
+    def send_request(self, request: SipMessage, destination: Address) -> Transaction:
+        """Start a client transaction; its datagrams leave at the end of this handler."""
+        tx = self.layer.send_request(request, destination, self.now)
+        self._flush()
+        return tx
+
+    def send_response(self, transaction: Transaction, response: SipMessage) -> None:
+        transaction.send_response(response, self.now)  # type: ignore[attr-defined]
+        self._flush()
+
+    def send_stateless(self, message: SipMessage | bytes, destination: Address) -> None:
+        self.layer.send_stateless(message, destination)
+        self._flush()
+
+    def new_via(self) -> str:
+        """A Via header value for a request this actor originates or forwards."""
+        host, port = self.address
+        return f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport"
+
+    def _flush(self) -> None:
+        endpoint = self.endpoint
+        for data, destination in self.layer.datagrams_to_send():
+            self.stats["tx"] += 1
+            endpoint.send(data, destination)  # type: ignore[union-attr]
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.layer.get_timer()
+        if deadline == self._timer_deadline:
+            return
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            self._timer_handle = self.clock.call_at(deadline, self._timer_fired)  # type: ignore[union-attr]
+
+    # -- events -> hooks ------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Send what the layer queued, then hand its events to the hooks, until quiet."""
+        self._flush()
+        while True:
+            events = self.layer.events()
+            if not events:
+                return
+            for event in events:
+                try:
+                    result = self._dispatch(event)
+                except Exception as error:  # noqa: BLE001
+                    self._hook_failed(event, error)
+                else:
+                    if asyncio.iscoroutine(result):
+                        self._run_hook(result, event)
+                self._flush()
+
+    def _run_hook(self, coro: Any, event: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._hook_tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._hook_tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._hook_failed(event, t.exception())
+                self._flush()
+
+        task.add_done_callback(done)
+
+    def _hook_failed(self, event: Any, error: BaseException) -> None:
+        """A bug in a hook must not kill the actor: log it, count it, answer 500."""
+        self.stats["hook_errors"] += 1
+        self.log.error("sip_hook_failed", hook_event=event.name, error=repr(error), exc_info=error)
+        if type(event) is RequestReceived and event.request.method != "ACK":
+            tx = event.transaction
+            try:
+                tx.send_response(event.request.make_response(500), self.now)
+            except Exception:  # noqa: BLE001  (already answered: nothing more to say)
+                pass
+
+    def _dispatch(self, event: Any) -> Any:
+        kind = type(event)
+        if kind is RequestReceived:
+            self.stats[f"rx_{event.request.method}"] += 1
+            return self.on_request(event.request, event.transaction, event.source)
+        if kind is ResponseReceived:
+            return self.on_response(event.response, event.transaction)
+        if kind is AckReceived:
+            return self.on_ack(event.request, event.transaction, event.source)
+        if kind is StrayResponse:
+            return self.on_stray_response(event.response, event.source)
+        if kind is TimedOut:
+            self.stats[f"timeout_{event.timer}"] += 1
+            return self.on_timeout(event.transaction, event.timer)
+        if kind is TransportFailed:
+            self.stats["transport_error"] += 1
+            return self.on_timeout(event.transaction, "transport")
+        if kind is TransactionTerminated:
+            return self.on_transaction_terminated(event.transaction)
+        return None
+
+    # -- hooks for subclasses (all on the actor's loop; may be async) --------------------
+
+    def on_request(self, request: SipMessage, transaction: Transaction, source: Address) -> Any:
+        """A new request in a new server transaction. Default: 501 Not Implemented."""
+        self.send_response(transaction, request.make_response(501))
+
+    def on_response(self, response: SipMessage, transaction: Transaction) -> Any:
+        """A response matched to one of our client transactions."""
+
+    def on_ack(self, request: SipMessage, transaction: Transaction | None, source: Address) -> Any:
+        """An ACK: for a non-2xx (absorbed by its transaction) or for a 2xx (``transaction`` None)."""
+
+    def on_stray_response(self, response: SipMessage, source: Address) -> Any:
+        """A response no client transaction matches (e.g. a 2xx retransmission)."""
+
+    def on_timeout(self, transaction: Transaction, timer: str) -> Any:
+        """Timer B/F/H expired (or the transport failed) for ``transaction``."""
+
+    def on_transaction_terminated(self, transaction: Transaction) -> Any:
+        """A transaction ended and was removed from the layer."""
+
+    def get_stats(self) -> dict[str, int]:
+        """Counters: messages in/out by kind, malformed answered/dropped, timeouts."""
+        out = dict(self.stats)
+        if self.endpoint is not None:
+            out.update({f"udp_{k}": v for k, v in self.endpoint.stats.as_dict().items()})
+        return out

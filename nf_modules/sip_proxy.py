@@ -1,0 +1,176 @@
+"""``StatefulProxy``: the transaction-stateful forwarding every IMS proxy module shares.
+
+RFC 3261 section 16 for one target per request: each request that arrives in a
+server transaction is forwarded in a client transaction of its own, with
+Max-Forwards decremented (483 at zero), our own Via on top, a Record-Route for
+dialog-creating requests, and our Route entry removed; responses come back
+with our Via popped; CANCEL is answered here and sent on for the pending
+INVITE; a downstream timeout becomes 408 upstream; the ACK for a 2xx and stray
+2xx retransmissions are forwarded statelessly.
+
+Subclasses choose the next hop by overriding ``next_hop(request)``. All code
+runs on the actor's loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.sip.headers import parse_name_addr, parse_uri, parse_via
+from actors.sip.message import SipMessage
+from actors.sip.transaction import Transaction
+from actors.sip_actor import Address, SipActor
+
+__all__ = ["StatefulProxy"]
+
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+
+
+class StatefulProxy(SipActor):
+    """Forwards requests to ``next_hop(request)`` and relays the responses back."""
+
+    record_route = True
+
+    def __init__(self, name: str, bind: Address = ("127.0.0.1", 0), **kwargs: Any) -> None:
+        kwargs.setdefault("trying_delay", 0.0)  # a proxy answers 100 Trying at once
+        super().__init__(name, bind, **kwargs)
+        self._upstream: dict[Transaction, Transaction] = {}  # client tx -> server tx
+        self._downstream: dict[Transaction, Transaction] = {}  # INVITE server tx -> client tx
+
+    def next_hop(self, request: SipMessage) -> Address | None:
+        """Where to send ``request`` after our Route entry was removed.
+
+        Default: the top Route if any, else the Request-URI's host and port.
+        ``None`` answers 404.
+        """
+        return uri_address(request.get_all("Route")[0] if request.get("Route") else request.uri)
+
+    # -- requests ------------------------------------------------------------------
+
+    def on_request(self, request: SipMessage, transaction: Transaction, source: Address) -> Any:
+        if request.method == "CANCEL":
+            return self._cancel(request, transaction)
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            self.send_response(transaction, request.make_response(483))
+            return None
+        forward = request.copy()
+        self.pop_own_route(forward)
+        destination = self.next_hop(forward)
+        if destination is None:
+            self.send_response(transaction, request.make_response(404))
+            return None
+        self.forward(forward, transaction, destination)
+        return None
+
+    def forward(self, forward: SipMessage, transaction: Transaction, destination: Address) -> Transaction:
+        """Send ``forward`` (already re-targeted) downstream on behalf of ``transaction``."""
+        forward.set("Max-Forwards", str((forward.max_forwards if forward.max_forwards is not None else 70) - 1))
+        if self.record_route and forward.method in DIALOG_CREATING:
+            forward.add("Record-Route", self.own_uri(), first=True)
+        forward.add("Via", self.new_via(), first=True)
+        client = self.send_request(forward, destination)
+        self._upstream[client] = transaction
+        if forward.method == "INVITE":
+            self._downstream[transaction] = client
+        return client
+
+    def _cancel(self, cancel: SipMessage, transaction: Transaction) -> None:
+        invite_server = self.layer.find_invite_for_cancel(cancel)
+        client = self._downstream.get(invite_server) if invite_server is not None else None
+        if client is None:
+            self.send_response(transaction, cancel.make_response(481))
+            return
+        self.send_response(transaction, cancel.make_response(200))
+        try:
+            downstream_cancel = client.make_cancel()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001  (no provisional yet or already final: nothing to cancel)
+            return
+        self.send_request(downstream_cancel, client.destination)  # type: ignore[attr-defined]
+
+    def on_ack(self, request: SipMessage, transaction: Transaction | None, source: Address) -> Any:
+        if transaction is not None:
+            return None  # ACK for a non-2xx: hop by hop, absorbed by the transaction
+        forward = request.copy()
+        self.pop_own_route(forward)
+        destination = self.next_hop(forward)
+        if destination is None:
+            return None
+        forward.set("Max-Forwards", str(max(0, (forward.max_forwards or 70) - 1)))
+        forward.add("Via", self.new_via(), first=True)
+        self.send_stateless(forward, destination)
+        return None
+
+    # -- responses -------------------------------------------------------------------
+
+    def on_response(self, response: SipMessage, transaction: Transaction) -> Any:
+        server = self._upstream.get(transaction)
+        if server is None or response.status == 100:
+            return None
+        relayed = response.copy()
+        relayed.pop_first("Via")
+        try:
+            self.send_response(server, relayed)
+        except Exception:  # noqa: BLE001  (a 2xx retransmission after the final: send statelessly)
+            self._relay_stateless(relayed)
+        return None
+
+    def on_stray_response(self, response: SipMessage, source: Address) -> Any:
+        """2xx retransmissions arrive after the INVITE client transaction has gone."""
+        if response.status is None or response.status < 200 or response.status >= 300:
+            return None
+        top = response.top_via
+        if top is None or (top.host, top.port) != self.address:
+            return None
+        relayed = response.copy()
+        relayed.pop_first("Via")
+        self._relay_stateless(relayed)
+        return None
+
+    def _relay_stateless(self, response: SipMessage) -> None:
+        via = response.get("Via")
+        if via is None:
+            return
+        parsed = parse_via(via)
+        host = parsed.params.get("received") or parsed.host
+        port = parsed.params.get("rport")
+        port = int(port) if port and port.isdigit() else (parsed.port or 5060)
+        self.send_stateless(response, (host, port))
+
+    def on_timeout(self, transaction: Transaction, timer: str) -> Any:
+        server = self._upstream.get(transaction)
+        if server is None:
+            return None
+        status = 408 if timer in ("B", "F") else 503
+        try:
+            self.send_response(server, server.request.make_response(status))  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001  (upstream already has its final response)
+            pass
+        return None
+
+    def on_transaction_terminated(self, transaction: Transaction) -> Any:
+        self._upstream.pop(transaction, None)
+        self._downstream.pop(transaction, None)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def own_uri(self) -> str:
+        host, port = self.address
+        return f"<sip:{host}:{port};lr>"
+
+    def pop_own_route(self, request: SipMessage) -> None:
+        """Remove the top Route if it names this proxy (loose routing)."""
+        routes = request.get_all("Route")
+        if routes and uri_address(routes[0]) == self.address:
+            request.pop_first("Route")
+
+
+def uri_address(value: str | None) -> Address | None:
+    """``(host, port)`` of a URI or name-addr (``<sip:h:p;lr>``); port 5060 if absent."""
+    if not value:
+        return None
+    try:
+        uri = parse_name_addr(value).uri if "<" in value else parse_uri(value)
+    except ValueError:
+        return None
+    return (uri.host, uri.port or 5060)
