@@ -32,6 +32,7 @@ from typing import Any
 from actors.actor import AsyncioActor
 from actors.clock import Clock, LoopClock
 from actors.logs import get_logger
+from actors.service_rate import ServiceRate
 from actors.sip.headers import SipParseError, new_branch
 from actors.sip.malformed import answer_malformed
 from actors.sip.message import SipMessage
@@ -66,12 +67,17 @@ class SipActor(AsyncioActor):
         trying_delay: float | None = 0.2,
         seam: TransportSeam | None = None,
         time_scale: float = 1.0,
+        capacity: float | None = None,
+        queue_limit: int = 100,
     ) -> None:
+        """``capacity``: emulated service rate in new transactions per second (``None``:
+        unlimited), with at most ``queue_limit`` waiting; beyond that, 503 + Retry-After."""
         super().__init__()
         self.name = name
         self.bind = bind
         self.layer = TransactionLayer(timers=timers or SipTimers(), trying_delay=trying_delay)
         self.stats: Counter[str] = Counter()
+        self.capacity = ServiceRate(capacity, queue_limit)
         self.endpoint: UdpEndpoint | None = None
         self.clock: Clock | None = None
         self.log = get_logger(type(self).__name__, instance=name)
@@ -190,14 +196,37 @@ class SipActor(AsyncioActor):
             if not events:
                 return
             for event in events:
-                try:
-                    result = self._dispatch(event)
-                except Exception as error:  # noqa: BLE001
-                    self._hook_failed(event, error)
+                if type(event) is RequestReceived and self.capacity.limited:
+                    self._admit(event)
                 else:
-                    if asyncio.iscoroutine(result):
-                        self._run_hook(result, event)
+                    self._deliver(event)
                 self._flush()
+
+    def _admit(self, event: RequestReceived) -> None:
+        """Emulated capacity: queue the new request for its service slot, or answer 503."""
+        finish = self.capacity.admit(self.now)
+        if finish is None:
+            self.stats["overload_rejected"] += 1
+            busy = event.request.make_response(503)
+            busy.set("Retry-After", str(self.capacity.retry_after(self.now)))
+            event.transaction.send_response(busy, self.now)  # type: ignore[attr-defined]
+        elif finish <= self.now:
+            self._deliver(event)
+        else:
+            self.clock.call_at(finish, self._serve_queued, event)  # type: ignore[union-attr]
+
+    def _serve_queued(self, event: RequestReceived) -> None:
+        self._deliver(event)
+        self._pump()
+
+    def _deliver(self, event: Any) -> None:
+        try:
+            result = self._dispatch(event)
+        except Exception as error:  # noqa: BLE001
+            self._hook_failed(event, error)
+        else:
+            if asyncio.iscoroutine(result):
+                self._run_hook(result, event)
 
     def _run_hook(self, coro: Any, event: Any) -> None:
         task = self.loop.create_task(coro)

@@ -68,12 +68,16 @@ class StatefulProxy(SipActor):
         forward.set("Max-Forwards", str((forward.max_forwards if forward.max_forwards is not None else 70) - 1))
         if self.record_route and forward.method in DIALOG_CREATING:
             forward.add("Record-Route", self.own_uri(), first=True)
-        forward.add("Via", self.new_via(), first=True)
+        forward.add("Via", self.via_for(forward), first=True)
         client = self.send_request(forward, destination)
         self._upstream[client] = transaction
         if forward.method == "INVITE":
             self._downstream[transaction] = client
         return client
+
+    def via_for(self, request: SipMessage) -> str:
+        """The Via value we put on ``request`` as we forward it (a fresh branch)."""
+        return self.new_via()
 
     def _cancel(self, cancel: SipMessage, transaction: Transaction) -> None:
         invite_server = self.layer.find_invite_for_cancel(cancel)

@@ -137,3 +137,19 @@ def test_answer_malformed_ignores_empty(text: bytes) -> None:
     from actors.sip.malformed import answer_malformed
 
     assert answer_malformed(text, SipParseError(400, "empty")) is None
+
+
+async def test_emulated_capacity_queues_then_answers_503_with_retry_after() -> None:
+    """5 transactions/s with 2 waiting: a burst of 10 gets 2 served (in order, 0.2 s apart), 8 x 503."""
+    async with Runtime.attach():
+        ua = UserAgent.start("slow", "bob", capacity=5.0, queue_limit=2).proxy()
+        address = await ua.get_address()
+        async with Exchange() as peer:
+            port = peer.endpoint.local_address[1]
+            for i in range(10):
+                peer.endpoint.send(options(f"burst{i}", port), address)
+            answers = [SipMessage.parse(await asyncio.wait_for(peer.inbox.get(), WAIT)) for _ in range(10)]
+        statuses = sorted(a.status for a in answers)
+        assert statuses == [200] * 2 + [503] * 8
+        assert all(a.get("Retry-After") and int(a.get("Retry-After")) >= 1 for a in answers if a.status == 503)
+        assert (await ua.get_stats())["overload_rejected"] == 8
