@@ -91,18 +91,17 @@ def is_token(s: str) -> bool:
 
 
 def _scan_quoted(s: str, i: int) -> int:
-    """``s[i]`` is an opening quote; return the index just past the closing quote."""
-    n = len(s)
-    i += 1
-    while i < n:
-        c = s[i]
-        if c == '"':
-            return i + 1
-        if c == "\\":
-            i += 2
-            continue
-        i += 1
-    raise _err("unterminated quoted string")
+    """``s[i]`` is an opening quote; return the index just past the closing quote
+    (quoted-pairs ``\\x`` skipped)."""
+    j = i + 1
+    while True:
+        q = s.find('"', j)
+        if q < 0:
+            raise _err("unterminated quoted string")
+        b = s.find("\\", j, q)
+        if b < 0:
+            return q + 1
+        j = b + 2
 
 
 def unquote_string(q: str) -> str:
@@ -165,13 +164,17 @@ def split_header_values(value: str) -> list[str]:
     return parts
 
 
-def first_value_end(value: str) -> int:
-    """Index of the first top-level comma in ``value`` (outside quotes and <>), or -1."""
-    if "," not in value:
-        return -1
+def first_value_end(value: str, start: int = 0) -> int:
+    """Index of the first top-level comma in ``value[start:]`` (outside quotes and <>),
+    or -1."""
     if '"' not in value and "<" not in value:
-        return value.find(",")
-    i = 0
+        return value.find(",", start)
+    return scan_value_end(value, start)
+
+
+def scan_value_end(value: str, start: int = 0) -> int:
+    """:func:`first_value_end` without the shortcut checks (for repeated calls)."""
+    i = start
     n = len(value)
     while i < n:
         c = value[i]
@@ -215,32 +218,40 @@ def _split_semis(s: str) -> list[str]:
 
 
 def parse_params(s: str) -> dict[str, str | None]:
-    """Parse ``;name=value;flag`` (leading ``;`` optional) into an ordered dict.
+    """Parse ``;name=value;flag`` (one leading ``;`` optional) into an ordered dict.
 
     Names keep their spelling (compare case-insensitively yourself, or use the helpers on
     the dataclasses); a parameter without ``=`` maps to ``None``; quoted values keep their
-    quotes so they print back unchanged.  Empty parameters (``;;``) are an error.
+    quotes so they print back unchanged.  LWS around ``;`` and ``=`` is allowed.  Empty
+    parameters (``;;``) and empty values (``a=``) are errors.
     """
-    s = s.strip(_WS)
+    s = s.lstrip(_WS)
     if not s:
         return {}
     if s[0] == ";":
         s = s[1:]
+    return _parse_params(s)
+
+
+def _parse_params(s: str) -> dict[str, str | None]:
+    """Parameters after the first ``;`` (no leading ``;``)."""
+    if not s.strip(_WS):
+        raise _err("empty parameter")
     params: dict[str, str | None] = {}
     for part in _split_semis(s):
         name, eq, value = part.partition("=")
         name = name.strip(_WS)
         if not name or not TOKEN_CHARS.issuperset(name):
-            raise _err(f"bad parameter name {name!r}")
+            raise _err(f"bad parameter name {name[:40]!r}")
         if eq:
             value = value.strip(_WS)
             if not value:
-                raise _err(f"empty value for parameter {name!r}")
+                raise _err(f"empty value for parameter {name[:40]!r}")
             if value[0] == '"':
                 if _scan_quoted(value, 0) != len(value):
-                    raise _err(f"bad quoted value for parameter {name!r}")
+                    raise _err(f"bad quoted value for parameter {name[:40]!r}")
             elif not _GEN_VALUE_CHARS.issuperset(value):
-                raise _err(f"bad value for parameter {name!r}")
+                raise _err(f"bad value for parameter {name[:40]!r}")
             params[name] = value
         else:
             params[name] = None
@@ -265,10 +276,10 @@ def _param_get(params: dict[str, str | None], name: str) -> str | None:
 
 def _parse_port(s: str) -> int:
     if not s or len(s) > 5 or not _DIGITS.issuperset(s):
-        raise _err(f"bad port {s!r}")
+        raise _err(f"bad port {s[:60]!r}")
     port = int(s)
     if port > 65535:
-        raise _err(f"port out of range {s!r}")
+        raise _err(f"port out of range {s[:60]!r}")
     return port
 
 
@@ -282,16 +293,16 @@ def _split_hostport(s: str) -> tuple[str, int | None]:
             raise _err("unterminated IPv6 reference")
         host = s[: j + 1]
         if not _IPV6_CHARS.issuperset(host[1:-1]) or ":" not in host:
-            raise _err(f"bad IPv6 reference {host!r}")
+            raise _err(f"bad IPv6 reference {host[:60]!r}")
         rest = s[j + 1 :]
         if not rest:
             return host, None
         if rest[0] != ":":
-            raise _err(f"junk after IPv6 reference {s!r}")
+            raise _err(f"junk after IPv6 reference {s[:60]!r}")
         return host, _parse_port(rest[1:])
     host, colon, port = s.partition(":")
     if not host or not _HOST_CHARS.issuperset(host):
-        raise _err(f"bad host {host!r}")
+        raise _err(f"bad host {host[:60]!r}")
     if colon:
         return host, _parse_port(port)
     return host, None
@@ -351,10 +362,10 @@ def _parse_uri_params(s: str) -> dict[str, str | None]:
     for part in s.split(";"):
         name, eq, value = part.partition("=")
         if not name or not _PARAM_CHARS.issuperset(name):
-            raise _err(f"bad URI parameter {part!r}")
+            raise _err(f"bad URI parameter {part[:40]!r}")
         if eq:
             if not value or not _PARAM_CHARS.issuperset(value):
-                raise _err(f"bad URI parameter value {part!r}")
+                raise _err(f"bad URI parameter value {part[:40]!r}")
             params[name] = value
         else:
             params[name] = None
@@ -368,12 +379,12 @@ def parse_uri(s: str) -> SipUri:
     """
     scheme, colon, rest = s.partition(":")
     if not colon or not scheme or not scheme[0].isalpha() or not _SCHEME_CHARS.issuperset(scheme):
-        raise _err(f"bad URI {s!r}")
+        raise _err(f"bad URI {s[:60]!r}")
     low = scheme.lower()
     if low == "tel":
         number, semi, ptext = rest.partition(";")
         if not number or not _PARAM_CHARS.issuperset(number):
-            raise _err(f"bad tel URI {s!r}")
+            raise _err(f"bad tel URI {s[:60]!r}")
         return SipUri(scheme, number, None, "", None, _parse_uri_params(ptext) if semi else {}, {})
     if low != "sip" and low != "sips":
         raise SipParseError(416, f"unsupported URI scheme {scheme!r}")
@@ -384,7 +395,7 @@ def parse_uri(s: str) -> SipUri:
         rest = rest[at + 1 :]
         user, pcolon, pw = userinfo.partition(":")
         if not user or not _USER_CHARS.issuperset(user):
-            raise _err(f"bad URI user part {userinfo!r}")
+            raise _err(f"bad URI user part {userinfo[:40]!r}")
         if pcolon:
             if not _PASSWORD_CHARS.issuperset(pw):
                 raise _err("bad URI password")
@@ -398,7 +409,7 @@ def parse_uri(s: str) -> SipUri:
         for part in htext.split("&"):
             name, eq, value = part.partition("=")
             if not name or not _HNV_CHARS.issuperset(name) or not _HNV_CHARS.issuperset(value):
-                raise _err(f"bad URI header {part!r}")
+                raise _err(f"bad URI header {part[:40]!r}")
             headers[name] = value if eq else None
     return SipUri(scheme, user, password, host, port, params, headers)
 
@@ -438,9 +449,9 @@ class NameAddr:
         return NameAddr(self.display, self.uri, merged)
 
 
-def _name_addr_parts(s: str) -> tuple[str | None, str, str]:
-    """Split a name-addr / addr-spec into (display, uri text, parameter text) and check
-    its structure; the URI itself is not parsed here."""
+def _name_addr_parts(s: str) -> tuple[str | None, str, str | None]:
+    """Split a name-addr / addr-spec into (display, uri text, parameter text after the
+    first ``;`` or ``None``) and check its structure; the URI itself is not parsed."""
     s = s.strip(_WS)
     if not s:
         raise _err("empty address")
@@ -462,7 +473,9 @@ def _name_addr_parts(s: str) -> tuple[str | None, str, str]:
             uri_text = uri_text.rstrip(_WS)
             if "," in uri_text or "?" in uri_text or " " in uri_text or "\t" in uri_text:
                 raise _err(f"URI with , ? or space must be enclosed in <>: {s[:60]!r}")
-            return None, uri_text, ptext if semi else ""
+            if semi:
+                _parse_params(ptext)  # an empty parameter list after ';' is an error
+            return None, uri_text, ptext if semi else None
         dn = s[:lt].strip(_WS)
         for word in dn.split():
             if not TOKEN_CHARS.issuperset(word):
@@ -476,9 +489,11 @@ def _name_addr_parts(s: str) -> tuple[str | None, str, str]:
     if not uri_text or uri_text[0] in _WS or uri_text[-1] in _WS:
         raise _err(f"whitespace inside <>: {s[:60]!r}")
     tail = rest[gt + 1 :].lstrip(_WS)
-    if tail and tail[0] != ";":
+    if not tail:
+        return display, uri_text, None
+    if tail[0] != ";":
         raise _err(f"junk after >: {tail[:40]!r}")
-    return display, uri_text, tail
+    return display, uri_text, tail[1:]
 
 
 _URI_SHAPE_BAD = frozenset(' \t<>"') | frozenset(chr(i) for i in range(32)) | {"\x7f"}
@@ -499,8 +514,8 @@ def check_name_addr(s: str) -> None:
     parameters, and a URI of any scheme checked by :func:`check_uri_shape` only."""
     _, uri_text, ptext = _name_addr_parts(s)
     check_uri_shape(uri_text)
-    if ptext:
-        parse_params(ptext)
+    if ptext is not None:
+        _parse_params(ptext)
 
 
 def parse_name_addr(s: str) -> NameAddr:
@@ -512,7 +527,7 @@ def parse_name_addr(s: str) -> NameAddr:
     """
     display, uri_text, ptext = _name_addr_parts(s)
     uri = parse_uri(uri_text)
-    return NameAddr(display, uri, parse_params(ptext) if ptext else {})
+    return NameAddr(display, uri, _parse_params(ptext) if ptext is not None else {})
 
 
 # --- Via -----------------------------------------------------------------------------
@@ -562,10 +577,10 @@ def parse_via(s: str) -> Via:
     """Parse one Via value (not a comma list; see :func:`split_header_values`)."""
     proto, slash, rest = s.partition("/")
     if not slash or proto.strip(_WS).upper() != "SIP":
-        raise _err(f"bad Via protocol {s!r}")
+        raise _err(f"bad Via protocol {s[:60]!r}")
     version, slash, rest = rest.partition("/")
     if not slash:
-        raise _err(f"bad Via {s!r}")
+        raise _err(f"bad Via {s[:60]!r}")
     if version.strip(_WS) != "2.0":
         raise SipParseError(505, f"unsupported Via version {version.strip(_WS)!r}")
     rest = rest.lstrip(_WS)
@@ -575,7 +590,7 @@ def parse_via(s: str) -> Via:
         i += 1
     transport = rest[:i]
     if not transport or not TOKEN_CHARS.issuperset(transport):
-        raise _err(f"bad Via transport {transport!r}")
+        raise _err(f"bad Via transport {transport[:20]!r}")
     sent = rest[i:].lstrip(_WS)
     if not sent:
         raise _err("Via without sent-by")
@@ -585,9 +600,9 @@ def parse_via(s: str) -> Via:
         # LWS around the port colon is legal: "host : 5060"
         hostport = ":".join(p.strip(_WS) for p in hostport.split(":")) if hostport[0] != "[" else hostport
         if " " in hostport or "\t" in hostport:
-            raise _err(f"bad Via sent-by {hostport!r}")
+            raise _err(f"bad Via sent-by {hostport[:60]!r}")
     host, port = _split_hostport(hostport)
-    params = parse_params(ptext) if semi else {}
+    params = _parse_params(ptext) if semi else {}
     return Via(transport, host, port, params)
 
 
