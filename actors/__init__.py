@@ -4,7 +4,7 @@ The sans-IO SIP stack lives in ``actors.sip``; ``actors.sip_actor.SipActor``
 puts it on a UDP port inside an actor.
 """
 
-from actors.actor import AsyncioActor, Terminated, unwatch, watch
+from actors.actor import AsyncioActor, Terminated, concurrent, unwatch, watch
 from actors.clock import Clock, LoopClock, VirtualClock
 from actors.future import AsyncioFuture, as_asyncio_future
 from actors.impairment import LinkImpairment
@@ -35,6 +35,7 @@ __all__ = [
     "UdpEndpoint",
     "VirtualClock",
     "as_asyncio_future",
+    "concurrent",
     "configure_logging",
     "get_logger",
     "load_topology",

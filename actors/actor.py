@@ -33,7 +33,7 @@ from actors.runtime import Runtime
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["AsyncioActor", "Terminated", "watch", "unwatch"]
+__all__ = ["AsyncioActor", "Terminated", "concurrent", "watch", "unwatch"]
 
 logger = logging.getLogger("pykka")
 
@@ -62,11 +62,38 @@ class _Watch:
     add: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _FailureHook:
+    """A ``@concurrent`` handler of a tell failed: run ``on_failure`` in the actor's loop."""
+
+    error: BaseException
+
+
+_CONCURRENT: set[Any] = set()
+
+
+def concurrent(method: Any) -> Any:
+    """Mark an ``async def`` handler so the actor keeps handling messages while it runs.
+
+    By default an actor handles one message at a time, so an ``async`` method
+    that awaits (say, the final response of a SIP call it placed) holds the
+    inbox until it returns. A ``@concurrent`` method runs as a task of the
+    actor instead: the ask's future completes when it returns, other messages
+    are handled meanwhile (interleaving only at its ``await`` points, on the
+    same loop), and the task is cancelled when the actor stops.
+    """
+    if not asyncio.iscoroutinefunction(method):
+        raise TypeError(f"@concurrent needs an async def, got {method!r}")
+    _CONCURRENT.add(method.__code__)
+    return method
+
+
 # Messages handled by the runtime rather than by ``on_receive``.
 _SPECIAL = frozenset(
     {
         Terminated,
         _Watch,
+        _FailureHook,
         messages._ActorStop,  # noqa: SLF001
         messages.ProxyCall,
         messages.ProxyGetAttr,
@@ -90,6 +117,7 @@ class AsyncioActor(pykka.Actor):
         self._actor_task = None
         self._watchers: dict[str, pykka.ActorRef[Any]] = {}
         self._termination: Terminated | None = None
+        self._concurrent_tasks: set[asyncio.Task[Any]] = set()
         self.actor_terminated: AsyncioFuture[Terminated] = AsyncioFuture()
         """Completes with the ``Terminated`` record once the actor's task has ended."""
         super().__init__(*args, **kwargs)
@@ -150,6 +178,10 @@ class AsyncioActor(pykka.Actor):
                     else:
                         response = on_receive(message)
                     if iscoroutine(response):
+                        if response.cr_code in _CONCURRENT:
+                            self._run_concurrently(response, reply_to)
+                            envelope = None
+                            continue
                         response = await response
                 except asyncio.CancelledError:
                     raise
@@ -171,8 +203,33 @@ class AsyncioActor(pykka.Actor):
             ActorRegistry.unregister(self.actor_ref)
             self.actor_stopped.set()
         finally:
+            for task in list(self._concurrent_tasks):
+                task.cancel()
             self._actor_loop_teardown()
             self._announce_termination()
+
+    def _run_concurrently(self, coro: Any, reply_to: Any) -> None:
+        """Run a ``@concurrent`` handler as a task of this actor; reply when it finishes."""
+        task = self.loop.create_task(coro)
+        self._concurrent_tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._concurrent_tasks.discard(t)
+            if t.cancelled():
+                if reply_to is not None:
+                    error = ActorDeadError(f"{self.actor_ref} stopped before the call finished")
+                    reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+                return
+            error = t.exception()
+            if error is None:
+                if reply_to is not None:
+                    reply_to.set(t.result())
+            elif reply_to is not None:
+                reply_to.set_exception(exc_info=(type(error), error, error.__traceback__))
+            elif not self.actor_stopped.is_set():  # a tell failed: the actor fails, in its loop
+                self.actor_inbox.put_message(_FailureHook(error))  # type: ignore[attr-defined]
+
+        task.add_done_callback(done)
 
     async def _handle_exception(self, reply_to: Any) -> None:
         """An exception from a handler: to the asker, or it fails the actor."""
@@ -253,6 +310,10 @@ class AsyncioActor(pykka.Actor):
     def _handle_receive(self, message: Any) -> Any:
         if isinstance(message, Terminated):
             return self.on_terminated(message)
+        if isinstance(message, _FailureHook):
+            error = message.error
+            self._handle_failure(type(error), error, error.__traceback__)
+            return self._call_hook(self.on_failure, type(error), error, error.__traceback__)
         if isinstance(message, _Watch):
             if message.add:
                 self._watchers[message.watcher.actor_urn] = message.watcher

@@ -10,7 +10,7 @@ import pykka
 import pytest
 from pykka import ActorDeadError, ActorRegistry
 
-from actors import AsyncioActor, AsyncioFuture, Runtime, Terminated
+from actors import AsyncioActor, AsyncioFuture, Runtime, Terminated, concurrent
 
 WAIT = 5.0  # generous: CI machines have 2 busy cores
 
@@ -348,3 +348,83 @@ async def test_attached_runtime_hosts_actors_in_callers_loop() -> None:
         assert await proxy.add(4) == 4
         assert await proxy.slow_double(4) == 8
     assert not ref.is_alive()  # aclose() stopped the runtime's actors
+
+
+class Caller(AsyncioActor):
+    """``place`` waits for a gate; ``@concurrent`` lets the actor answer meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[str, asyncio.Event] = {}
+        self.log: list[str] = []
+
+    def open_gate(self, name: str) -> None:
+        self.gates.setdefault(name, asyncio.Event()).set()
+
+    @concurrent
+    async def place(self, name: str) -> str:
+        self.log.append(f"start {name}")
+        await self.gates.setdefault(name, asyncio.Event()).wait()
+        if name == "bad":
+            raise ValueError("bad call")
+        self.log.append(f"done {name}")
+        return name
+
+    async def serial(self, name: str) -> str:
+        await self.gates.setdefault(name, asyncio.Event()).wait()
+        return name
+
+    def on_failure(self, exc_type, exc_value, tb) -> None:  # noqa: ANN001
+        self.log.append(f"failure {exc_value}")
+
+
+def test_concurrent_methods_let_the_actor_handle_other_messages(runtime: Runtime) -> None:
+    proxy = Caller.start().proxy()
+    first = proxy.place("one")
+    second = proxy.place("two")
+    assert proxy.log.get(timeout=WAIT) == ["start one", "start two"]  # both running, actor still answers
+    proxy.open_gate("two")
+    assert second.get(timeout=WAIT) == "two"
+    assert not first.done()
+    proxy.open_gate("one")
+    assert first.get(timeout=WAIT) == "one"
+    failing = proxy.place("bad")
+    proxy.open_gate("bad")
+    with pytest.raises(ValueError, match="bad call"):
+        failing.get(timeout=WAIT)
+    log = proxy.log.get(timeout=WAIT)
+    assert log == ["start one", "start two", "done two", "done one", "start bad"]
+    assert proxy.actor_ref.is_alive()  # an ask's error goes to the caller only
+
+
+def test_plain_async_methods_still_hold_the_inbox(runtime: Runtime) -> None:
+    proxy = Caller.start().proxy()
+    held = proxy.serial("gate")
+    with pytest.raises(pykka.Timeout):
+        proxy.log.get(timeout=0.1)  # queued behind the awaiting method
+    actor = proxy.actor_ref._actor_weakref()
+    actor.actor_runtime.call_soon(actor.gates["gate"].set)
+    assert held.get(timeout=WAIT) == "gate"
+
+
+def test_concurrent_task_failing_from_a_tell_fails_the_actor(runtime: Runtime) -> None:
+    ref = Caller.start()
+    actor = ref._actor_weakref()
+    ref.tell(pykka.messages.ProxyCall(attr_path=("place",), args=("bad",), kwargs={}))
+    ref.proxy().open_gate("bad")
+    assert actor.actor_terminated.get(timeout=WAIT).reason == "failure"
+    assert actor.log[-1] == "failure bad call"
+
+
+def test_pending_concurrent_calls_fail_with_actor_dead_when_it_stops(runtime: Runtime) -> None:
+    proxy = Caller.start().proxy()
+    pending = proxy.place("never")
+    proxy.log.get(timeout=WAIT)
+    proxy.actor_ref.stop(timeout=WAIT)
+    with pytest.raises(ActorDeadError):
+        pending.get(timeout=WAIT)
+
+
+def test_concurrent_refuses_sync_functions() -> None:
+    with pytest.raises(TypeError):
+        concurrent(lambda: None)
