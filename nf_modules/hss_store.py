@@ -284,10 +284,13 @@ class HssStore:
         granted = min(expires, self.max_expires)
         expires_at = now + granted
         registration = self._registrations.setdefault(subscriber.impu, _Registration())
-        binding = registration.bindings.pop(contact, None)
+        binding = registration.bindings.get(contact)
         self.counters["reregister" if binding is not None else "register"] += 1
-        # re-inserted at the end, so the newest binding is last
-        registration.bindings[contact] = Binding(contact, expires_at, now, path, pcscf)
+        # A refresh keeps its place; a new contact goes last. Calls go to the last binding, so a
+        # UA that registers a subscriber takes its calls until it leaves, even while the binding
+        # registered before it (the emulated UE's) keeps being refreshed.
+        registered_at = binding.registered_at if binding is not None else now
+        registration.bindings[contact] = Binding(contact, expires_at, registered_at, path, pcscf)
         heapq.heappush(self._expiry, (expires_at, subscriber.impu, contact))
         return math.ceil(granted), self.lookup(subscriber.impu, now)
 
@@ -318,7 +321,7 @@ class HssStore:
         return [b for b in registration.bindings.values() if now < b.expires_at]
 
     def serving_pcscf(self, identity: str, now: float) -> str | None:
-        """The P-CSCF of the most recently (re-)registered live binding, or None."""
+        """The P-CSCF of the most recently registered live binding, or None."""
         for binding in reversed(self.lookup(identity, now)):
             if binding.pcscf is not None:
                 return binding.pcscf

@@ -231,3 +231,14 @@ def test_stats() -> None:
     store.auth_vector("ue0003")
     assert store.stats(5.0) == {"subscribers": 3, "registered": 2, "bindings": 3, "register": 3, "auth_vector": 1, "expired": 0}
     assert store.stats(10.0)["bindings"] == 2
+
+
+def test_a_refresh_keeps_its_place_so_a_later_registration_stays_newest() -> None:
+    """The emulated UE refreshing ue0001 must not take it back from an external UA."""
+    store = small()
+    store.register("ue0001", "sip:ue0001@pool", 600, now=0.0)
+    store.register("ue0001", "sip:ue0001@softphone", 600, now=10.0)
+    store.register("ue0001", "sip:ue0001@pool", 600, now=480.0)  # the pool's refresh
+    assert [b.contact for b in store.lookup("ue0001", 481.0)] == ["sip:ue0001@pool", "sip:ue0001@softphone"]
+    store.register("ue0001", "sip:ue0001@softphone", 0, now=500.0)  # the softphone leaves
+    assert [b.contact for b in store.lookup("ue0001", 501.0)] == ["sip:ue0001@pool"]
