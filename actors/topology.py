@@ -214,6 +214,10 @@ class Topology:
         """The same topology with every port set to 0 (each NF binds an ephemeral port; for tests)."""
         return self.with_addresses({name: (nf.host, 0) for name, nf in self.nfs.items()})
 
+    def without(self, *names: str) -> Topology:
+        """The same topology minus some instances and every link that touches them."""
+        return _without(self, names)
+
     def with_addresses(self, addresses: Mapping[str, tuple[str, int]]) -> Topology:
         """The same topology with some instances' addresses replaced (e.g. the ports actually bound)."""
         unknown = set(addresses) - set(self.nfs)
@@ -226,6 +230,15 @@ class Topology:
             for name, nf in self.nfs.items()
         }
         return dataclasses.replace(self, nfs=MappingProxyType(nfs))
+
+
+def _without(topology: Topology, names: Collection[str]) -> Topology:
+    unknown = set(names) - set(topology.nfs)
+    if unknown:
+        raise KeyError(f"unknown instances: {', '.join(sorted(unknown))}")
+    nfs = {name: nf for name, nf in topology.nfs.items() if name not in names}
+    links = tuple(link for link in topology.links if link.src not in names and link.dst not in names)
+    return dataclasses.replace(topology, nfs=MappingProxyType(nfs), links=links)
 
 
 def with_ephemeral_ports(topology: Topology) -> Topology:

@@ -87,10 +87,15 @@ def test_default_backup_links_join_each_module_to_its_neighbours_neighbours(defa
         assert "ue_pool" not in link.ends
 
 
-def test_default_capacities_follow_table_ii(default):
-    assert default.capacity_of("pcscf") == 500
-    assert default.capacity_of("scscf_session_controller") == 200
-    assert default.capacity_of("hss") is None  # unlimited
+def test_default_topology_is_unlimited_and_table_ii_capacities_parse(default):
+    assert all(default.capacity_of(nf.name) is None for nf in default)  # the demo runs unlimited
+    table_ii = parse_topology(
+        '[capacity]\npcscf = 500\n"scscf.session_controller" = 200\n'
+        '[nf.p]\nkind = "pcscf"\n[nf.s]\nkind = "scscf.session_controller"\nport = 1\n[nf.h]\nkind = "hss"\nport = 2\n'
+    )
+    assert table_ii.capacity_of("p") == 500
+    assert table_ii.capacity_of("s") == 200
+    assert table_ii.capacity_of("h") is None  # kinds not listed are unlimited
 
 
 def test_the_model_is_frozen(default):
@@ -366,3 +371,15 @@ def test_errors_from_a_file_name_the_file(tmp_path):
     path.write_text('mode = "baseline"\n[nf.pcscf\n')
     with pytest.raises(TopologyError, match=rf"^{path}: line 2, column 10: TOML syntax error"):
         load_topology(str(path))
+
+
+def test_without_drops_instances_and_their_links() -> None:
+    from actors.topology import load_topology
+
+    full = load_topology(Path(__file__).resolve().parents[2] / "topologies" / "default.toml")
+    smaller = full.without("ue_pool", "hss")
+    assert "ue_pool" not in smaller.nfs and "hss" not in smaller.nfs
+    assert len(smaller) == len(full) - 2
+    assert all("ue_pool" not in link.ends and "hss" not in link.ends for link in smaller.links)
+    with pytest.raises(KeyError, match="nobody"):
+        full.without("nobody")
