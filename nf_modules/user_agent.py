@@ -4,8 +4,9 @@ As a UAC, ``await call(...)`` sends an INVITE through an outbound proxy,
 ACKs the 2xx along the dialog's route set, holds the call and hangs up with
 BYE, returning the call's timings. As a UAS it answers INVITE with 180 after
 ``ring_delay`` and 200 after that, OPTIONS with 200, and BYE with 200. The
-hooks run on the actor's loop; ``call`` is meant to be awaited there (through
-a proxy from another actor, or ``.get()`` from a plain thread).
+hooks run on the actor's loop; ``call`` is ``@concurrent``: several calls can
+be in progress at once, each awaited through a proxy (or ``.get()`` from a
+plain thread) while the actor goes on handling other messages.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.actor import concurrent
 from actors.sip.dialog import Dialog
 from actors.sip.headers import new_call_id, new_tag
 from actors.sip.message import SipMessage
@@ -27,7 +29,7 @@ __all__ = ["CallResult", "UserAgent"]
 
 @dataclass
 class CallResult:
-    """What happened to one call placed by ``UserAgent.call``."""
+    """What happened to one call placed by ``UserAgent.call`` or ``UePool.call``."""
 
     call_id: str
     status: int = 0  # final status of the INVITE (0: none, e.g. timeout)
@@ -35,6 +37,11 @@ class CallResult:
     answered_after: float | None = None  # INVITE -> 200
     bye_status: int = 0
     timeline: list[tuple[float, str]] = field(default_factory=list)
+    # set by ``UePool.call`` (0 / None when not attempted)
+    cancel_status: int = 0  # final status of our CANCEL
+    reinvite_status: int = 0  # final status of a mid-call re-INVITE
+    update_status: int = 0  # final status of a mid-call UPDATE
+    ended_by: str | None = None  # "caller" (our BYE) or "callee" (theirs)
 
     @property
     def completed(self) -> bool:
@@ -69,6 +76,7 @@ class UserAgent(SipActor):
         host, port = self.address
         return f"<sip:{self.user}@{host}:{port}>"
 
+    @concurrent
     async def call(
         self, callee: str, outbound_proxy: Address, *, hold: float = 0.0, timeout: float = 40.0
     ) -> CallResult:
