@@ -27,7 +27,9 @@ from actors.sip.transaction import Transaction
 from actors.sip_actor import Address
 from nf_modules.sip_proxy import StatefulProxy, uri_address
 
-__all__ = ["ImsModule"]
+__all__ = ["ALLOW", "ImsModule"]
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, REGISTER, INFO, PRACK, MESSAGE"
 
 
 class ImsModule(StatefulProxy):
@@ -70,6 +72,13 @@ class ImsModule(StatefulProxy):
     # -- loop detection --------------------------------------------------------------------
 
     def on_request(self, request: SipMessage, transaction: Transaction, source: Address) -> Any:
+        if request.to_tag is None and not request.get("Route") and self._addressed_to_us(request):
+            # OPTIONS to the module itself (a keep-alive ping): answer here, never forward.
+            status = 200 if request.method == "OPTIONS" else 405
+            response = request.make_response(status)
+            response.set("Allow", ALLOW)
+            self.send_response(transaction, response)
+            return None
         if request.method not in ("ACK", "CANCEL") and self._is_loop(request):
             self.stats["loops"] += 1
             self.send_response(transaction, request.make_response(482))
@@ -79,6 +88,10 @@ class ImsModule(StatefulProxy):
     def via_for(self, request: SipMessage) -> str:
         host, port = self.address
         return f"SIP/2.0/UDP {host}:{port};branch={new_branch()}.{_routing_hash(request)};rport"
+
+    def _addressed_to_us(self, request: SipMessage) -> bool:
+        uri = request.uri or ""
+        return "@" not in uri and uri_address(uri) == self.address and request.method not in ("ACK", "CANCEL")
 
     def _is_loop(self, request: SipMessage) -> bool:
         ours = None

@@ -117,3 +117,21 @@ async def test_stock_uac_style_ack_and_bye_without_route_are_routed_by_dialog_st
     assert bye_answer.cseq == (2, "BYE") and bye_answer.status == 200
     assert (await ims.proxy("pcscf").get_dialog_states())["Morgue"] == 1
     assert await bob.answered_calls == 1
+
+
+async def test_options_addressed_to_a_module_is_answered_by_it(ims: ImsDeployment) -> None:
+    inbox: asyncio.Queue[SipMessage] = asyncio.Queue()
+    async with await UdpEndpoint.open(("127.0.0.1", 0), lambda d, a: inbox.put_nowait(SipMessage.parse(d))) as ep:
+        me = ep.local_address[1]
+        for name in ("pcscf", "as_media_policy"):
+            host, port = ims.addresses[name]
+            for method, expected in (("OPTIONS", 200), ("MESSAGE", 405)):
+                ping = SipMessage.request(method, f"sip:{host}:{port}", [
+                    ("Via", f"SIP/2.0/UDP 127.0.0.1:{me};branch={new_branch()}"),
+                    ("From", f"<sip:probe@127.0.0.1>;tag={new_tag()}"), ("To", f"<sip:{host}:{port}>"),
+                    ("Call-ID", new_tag()), ("CSeq", f"1 {method}"), ("Max-Forwards", "70"),
+                ])
+                ep.send(bytes(ping), (host, port))
+                answer = await asyncio.wait_for(inbox.get(), WAIT)
+                assert answer.status == expected, (name, method)
+                assert "INVITE" in answer.get("Allow")
