@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.sip.headers import parse_name_addr, parse_uri, parse_via
+from actors.sip.headers import SipParseError, parse_name_addr, parse_uri, parse_via
 from actors.sip.message import SipMessage
 from actors.sip.transaction import Transaction
 from actors.sip_actor import Address, SipActor
@@ -60,6 +60,10 @@ class StatefulProxy(SipActor):
         if destination is None:
             self.send_response(transaction, request.make_response(404))
             return None
+        if destination == self.address:  # nowhere to go but back to ourselves: a loop
+            self.stats["loops"] += 1
+            self.send_response(transaction, request.make_response(482))
+            return None
         self.forward(forward, transaction, destination)
         return None
 
@@ -98,9 +102,11 @@ class StatefulProxy(SipActor):
         forward = request.copy()
         self.pop_own_route(forward)
         destination = self.next_hop(forward)
-        if destination is None:
+        max_forwards = forward.max_forwards if forward.max_forwards is not None else 70
+        if destination is None or destination == self.address or max_forwards <= 0:
+            self.stats["ack_dropped"] += 1  # an ACK gets no answer: it can only be dropped
             return None
-        forward.set("Max-Forwards", str(max(0, (forward.max_forwards or 70) - 1)))
+        forward.set("Max-Forwards", str(max_forwards - 1))
         forward.add("Via", self.new_via(), first=True)
         self.send_stateless(forward, destination)
         return None
@@ -123,12 +129,15 @@ class StatefulProxy(SipActor):
         """2xx retransmissions arrive after the INVITE client transaction has gone."""
         if response.status is None or response.status < 200 or response.status >= 300:
             return None
-        top = response.top_via
-        if top is None or (top.host, top.port) != self.address:
-            return None
-        relayed = response.copy()
-        relayed.pop_first("Via")
-        self._relay_stateless(relayed)
+        try:
+            top = response.top_via
+            if top is None or (top.host, top.port) != self.address:
+                return None
+            relayed = response.copy()
+            relayed.pop_first("Via")
+            self._relay_stateless(relayed)
+        except SipParseError:  # a Via we cannot read: nowhere to relay it
+            self.stats["stray_bad_via"] += 1
         return None
 
     def _relay_stateless(self, response: SipMessage) -> None:

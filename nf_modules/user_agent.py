@@ -138,8 +138,7 @@ class UserAgent(SipActor):
     def _send_in_dialog(
         self, request: SipMessage, dialog: Dialog, outbound_proxy: Address, *, stateless: bool = False
     ) -> Transaction | None:
-        request.add("Via", self.new_via(), first=True)
-        request.set("Max-Forwards", "70")
+        request.set("Max-Forwards", "70")  # Dialog.create_request put our one Via on top
         routes = request.get_all("Route")
         destination = uri_address(routes[0]) if routes else uri_address(request.uri)
         destination = destination or outbound_proxy
@@ -189,6 +188,10 @@ class UserAgent(SipActor):
         return None
 
     async def _answer(self, request: SipMessage, transaction: Transaction) -> None:
+        if not request.from_tag or not request.get("Contact"):
+            # RFC 3261 12.1.1: no dialog can be made without them; say so before ringing.
+            self.send_response(transaction, request.make_response(400, "Missing From tag or Contact"))
+            return
         to_tag = new_tag()
         ringing = self._response(request, 180, to_tag)
         self.send_response(transaction, ringing)

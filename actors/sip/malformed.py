@@ -4,7 +4,9 @@ RFC 3261 lets a server answer a malformed request with a 4xx/5xx when it can
 still find the headers a response must copy (Via, From, To, Call-ID, CSeq).
 ``answer_malformed`` digs those out of the raw bytes leniently and builds that
 response; when the datagram is a response, is not SIP at all, or lacks them,
-it returns ``None`` and the caller counts and drops the datagram.
+or when a value it would copy holds control characters (a bare CR would make
+the answer itself malformed), it returns ``None`` and the caller counts and
+drops the datagram.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def answer_malformed(data: bytes, error: SipParseError) -> bytes | None:
             continue
         canonical = _COPIED.get(name.strip().lower())
         if canonical is not None:
+            if any(ch < " " and ch != "\t" for ch in value):
+                return None  # a value we would have to copy is itself broken: no faithful answer
             found.setdefault(canonical, []).append(value.strip())
     if any(name not in found for name in _REQUIRED):
         return None

@@ -45,3 +45,8 @@ def test_responses_and_requests_missing_headers_are_not_answered() -> None:
 def test_reason_cannot_inject_header_lines() -> None:
     answer = answer_malformed(HEAD + b"\r\n", SipParseError(400, "bad\r\nX-Injected: 1"))
     assert b"X-Injected: 1\r\n" not in answer.split(b"\r\n", 1)[1]
+
+
+def test_a_copied_value_with_a_bare_cr_is_not_answered() -> None:
+    data = HEAD.replace(b"i: abc@x", b"i: abc\rX-Evil: 1@x") + b"Content-Length: 9\r\n\r\n"
+    assert answer_malformed(data, SipParseError(400, "x")) is None
