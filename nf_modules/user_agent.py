@@ -138,7 +138,9 @@ class UserAgent(SipActor):
     def _send_in_dialog(
         self, request: SipMessage, dialog: Dialog, outbound_proxy: Address, *, stateless: bool = False
     ) -> Transaction | None:
-        request.set("Max-Forwards", "70")  # Dialog.create_request put our one Via on top
+        if not request.get("Via"):  # a UAC dialog's create_request already put our one Via
+            request.add("Via", self.new_via())
+        request.set("Max-Forwards", "70")
         routes = request.get_all("Route")
         destination = uri_address(routes[0]) if routes else uri_address(request.uri)
         destination = destination or outbound_proxy
