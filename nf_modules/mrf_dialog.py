@@ -40,16 +40,23 @@ Transition table (:data:`MRF_TABLE`; anything else raises :class:`MrfTransitionE
 
 Self-loops are legal but not recorded in the history. Everything here is plain data driven by the
 MRFC actor with ``now`` (its clock, on its loop); it catches :class:`MrfTransitionError`, counts it
-and keeps going.
+and keeps going. The machinery (history, listener, lookups, counts, removal of Ended dialogs) is
+the generic one of :mod:`nf_modules.dialog_state`; this module holds the MRF's states, events,
+table, opaque media fields and :meth:`MrfDialogTable.by_call_ref`.
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
-import itertools
-import math
-from typing import Any, Callable, Iterator
+from typing import Any
+
+from nf_modules.dialog_state import (
+    DEFAULT_LINGER,
+    DialogTable,
+    TableDialog,
+    TransitionError,
+    transition_table,
+)
 
 __all__ = [
     "MrfState",
@@ -59,11 +66,8 @@ __all__ = [
     "MrfTransitionError",
     "MrfDialog",
     "MrfDialogTable",
-    "DEFAULT_LINGER",
+    "DEFAULT_LINGER",  # from nf_modules.dialog_state: Ended dialogs linger 32 s (Timer J)
 ]
-
-#: How long an Ended dialog stays in the table (seconds): RFC 3261's Timer J / 64*T1.
-DEFAULT_LINGER = 32.0
 
 
 class MrfState(enum.Enum):
@@ -91,62 +95,44 @@ _S = MrfState
 _E = MrfEvent
 
 
-def _rows() -> dict[tuple[MrfState, MrfEvent], MrfState]:
-    t: dict[tuple[MrfState, MrfEvent], MrfState] = {}
-
-    def row(state: MrfState, events: tuple[MrfEvent, ...], new: MrfState) -> None:
-        for event in events:
-            t[(state, event)] = new
-
-    row(_S.START, (_E.RESERVED,), _S.CREATED)
-    row(_S.START, (_E.REJECTED, _E.RELEASE, _E.TIMEOUT), _S.ENDED)
-    row(_S.CREATED, (_E.PROGRESS,), _S.PROGRESSING)
-    row(_S.CREATED, (_E.ANSWER,), _S.CONNECTED)
-    row(_S.CREATED, (_E.ACK, _E.UPDATE), _S.CREATED)
-    row(_S.PROGRESSING, (_E.PROGRESS, _E.ACK, _E.UPDATE), _S.PROGRESSING)
-    row(_S.PROGRESSING, (_E.ANSWER,), _S.CONNECTED)
-    row(_S.CONNECTED, (_E.ANSWER, _E.ACK, _E.UPDATE), _S.CONNECTED)
-    for live in (_S.CREATED, _S.PROGRESSING, _S.CONNECTED):
-        row(live, (_E.RELEASE, _E.TIMEOUT), _S.ENDED)
-    row(_S.ENDED, (_E.RELEASE, _E.ACK, _E.TIMEOUT), _S.ENDED)
-    return t
-
-
 #: (state, event) -> new state; a missing pair is an illegal transition.
-MRF_TABLE: dict[tuple[MrfState, MrfEvent], MrfState] = _rows()
+MRF_TABLE: dict[tuple[MrfState, MrfEvent], MrfState] = transition_table(
+    (_S.START, (_E.RESERVED,), _S.CREATED),
+    (_S.START, (_E.REJECTED, _E.RELEASE, _E.TIMEOUT), _S.ENDED),
+    (_S.CREATED, (_E.PROGRESS,), _S.PROGRESSING),
+    (_S.CREATED, (_E.ANSWER,), _S.CONNECTED),
+    (_S.CREATED, (_E.ACK, _E.UPDATE), _S.CREATED),
+    (_S.PROGRESSING, (_E.PROGRESS, _E.ACK, _E.UPDATE), _S.PROGRESSING),
+    (_S.PROGRESSING, (_E.ANSWER,), _S.CONNECTED),
+    (_S.CONNECTED, (_E.ANSWER, _E.ACK, _E.UPDATE), _S.CONNECTED),
+    *[(live, (_E.RELEASE, _E.TIMEOUT), _S.ENDED)
+      for live in (_S.CREATED, _S.PROGRESSING, _S.CONNECTED)],
+    (_S.ENDED, (_E.RELEASE, _E.ACK, _E.TIMEOUT), _S.ENDED),
+)
 
 #: States a dialog never leaves (not "hanging", removed after the linger time).
 FINAL_STATES = frozenset({MrfState.ENDED})
 
 
-class MrfTransitionError(Exception):
+class MrfTransitionError(TransitionError):
     """No transition for ``event`` in ``state``; the dialog is unchanged.
 
-    Attributes: ``machine`` (``"MRF"``), ``key`` (the dialog's key), ``state``, ``event``.
+    ``MrfTransitionError(key, state, event)``. Attributes: ``machine`` (``"MRF"``), ``key``
+    (the dialog's key), ``state``, ``event``.
     """
 
     def __init__(self, key: tuple[str, str], state: MrfState, event: MrfEvent) -> None:
-        self.machine = "MRF"
-        self.key = key
-        self.state = state
-        self.event = event
-        super().__init__(f"MRF dialog {key[0]!r}/{key[1]!r}: no transition from "
-                         f"{state.value} on {event.name}")
+        super().__init__("MRF", key, state, event)
 
 
-def _key(call_id: str, from_tag: str) -> tuple[str, str]:
-    if not isinstance(call_id, str) or not call_id:
-        raise ValueError(f"call_id must be a non-empty string, got {call_id!r}")
-    if not isinstance(from_tag, str) or not from_tag:
-        raise ValueError(f"from_tag must be a non-empty string, got {from_tag!r}")
-    return (call_id, from_tag)
-
-
-class MrfDialog:
+class MrfDialog(TableDialog[MrfState, MrfEvent], table=MRF_TABLE, start=MrfState.START,
+                final_states=FINAL_STATES, error=MrfTransitionError, event_noun="an MrfEvent"):
     """One media session as the MRFC sees it, keyed by (Call-ID, From tag) of the AS's INVITE.
 
     State: ``state``, ``history`` (a list of ``(MrfState, at)``, one entry per state entered,
-    starting with ``(START, created_at)``), ``last_event``, ``entered_by``.
+    starting with ``(START, created_at)``), ``last_event``, ``entered_by``. :meth:`on_event`
+    raises :class:`MrfTransitionError` when :data:`MRF_TABLE` has no row; :meth:`is_hanging`
+    is a non-final state (anything but Ended, Connected too) for longer than a threshold.
 
     Opaque media-side fields the MRFC fills in and reads back (never interpreted here):
     ``resource_ids`` (the MRFP's resource / flow ids), ``ports`` (a dict, e.g. leg name ->
@@ -154,198 +140,26 @@ class MrfDialog:
     ``to_tag`` (the MRFC's tag in the dialog with the AS), ``data`` (anything else).
     """
 
-    __slots__ = ("call_id", "from_tag", "created_at", "state", "history", "last_event",
-                 "entered_by", "resource_ids", "ports", "call_ref", "to_tag", "data",
-                 "_listener")
+    __slots__ = ("resource_ids", "ports", "call_ref")
 
     def __init__(self, call_id: str, from_tag: str, created_at: float) -> None:
-        _key(call_id, from_tag)
-        if isinstance(created_at, bool) or not isinstance(created_at, (int, float)) \
-                or not math.isfinite(created_at):
-            raise ValueError(f"created_at must be a finite number, got {created_at!r}")
-        self.call_id = call_id
-        self.from_tag = from_tag
-        self.created_at = float(created_at)
-        self.state = MrfState.START
-        self.history: list[tuple[MrfState, float]] = [(MrfState.START, self.created_at)]
-        self.last_event: MrfEvent | None = None
-        self.entered_by: MrfEvent | None = None
+        super().__init__(call_id, from_tag, created_at)
         self.resource_ids: list[Any] = []
         self.ports: dict[str, Any] = {}
         self.call_ref: Any = None
-        self.to_tag: str | None = None
-        self.data: dict[str, Any] = {}
-        self._listener: Callable[[MrfDialog, MrfState, float], None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<MrfDialog {self.call_id!r}/{self.from_tag!r} {self.state.value}>"
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.call_id, self.from_tag)
-
-    @property
-    def entered_at(self) -> float:
-        return self.history[-1][1]
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def on_event(self, event: MrfEvent, now: float) -> MrfState:
-        """Apply ``event`` at ``now``; return the (possibly unchanged) state.
-
-        Raises :class:`MrfTransitionError` (state unchanged) when the table has no row,
-        ``TypeError`` for something that is not an :class:`MrfEvent`, ``ValueError`` when
-        ``now`` is earlier than the last state change.
-        """
-        if type(event) is not MrfEvent:
-            raise TypeError(f"event must be an MrfEvent, got {event!r}")
-        old = self.state
-        new = MRF_TABLE.get((old, event))
-        if new is None:
-            raise MrfTransitionError(self.key, old, event)
-        if now < self.history[-1][1]:
-            raise ValueError(f"now={now!r} is earlier than the last state change at "
-                             f"{self.history[-1][1]!r}")
-        self.last_event = event
-        if new is not old:
-            self.state = new
-            self.entered_by = event
-            self.history.append((new, now))
-            if self._listener is not None:
-                self._listener(self, old, now)
-        return new
-
-    def time_in_state(self, now: float) -> float:
-        return now - self.history[-1][1]
-
-    def is_hanging(self, now: float, threshold: float) -> bool:
-        """Stuck in a non-final state (anything but Ended) for longer than ``threshold``
-        seconds. Connected counts too: pick a threshold above the calls' holding time."""
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-                or not threshold >= 0:
-            raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
-        return self.state not in FINAL_STATES and now - self.history[-1][1] > threshold
 
 
-class MrfDialogTable:
+class MrfDialogTable(DialogTable[MrfDialog], dialog=MrfDialog, noun="an MRF dialog"):
     """``MrfDialogTable(*, linger=32.0)``: the MRFC's dialogs by (Call-ID, From tag).
 
     :meth:`create` / :meth:`add`, :meth:`get`, :meth:`find` (by Call-ID and the tags of a
-    request in either direction), :meth:`by_call_id`, :meth:`by_call_ref`, :meth:`remove`;
-    :meth:`counts` per state (kept incrementally); :meth:`hanging`; Ended dialogs are removed
-    ``linger`` seconds after they ended (:meth:`get_timer`, :meth:`purge` /
-    :meth:`handle_timer`).
+    request in either direction: from the AS it has the dialog's From tag; from the MRFC's
+    side of the dialog the dialog's From tag is its To tag), :meth:`by_call_id`,
+    :meth:`by_call_ref`, :meth:`remove`; :meth:`counts` per state (kept incrementally);
+    :meth:`hanging`; Ended dialogs are removed ``linger`` seconds after they ended
+    (:meth:`get_timer`, :meth:`purge` / :meth:`handle_timer`).
     """
-
-    def __init__(self, *, linger: float = DEFAULT_LINGER) -> None:
-        if isinstance(linger, bool) or not isinstance(linger, (int, float)) \
-                or not math.isfinite(linger) or linger < 0:
-            raise ValueError(f"linger must be a finite number >= 0, got {linger!r}")
-        self.linger = float(linger)
-        self._dialogs: dict[tuple[str, str], MrfDialog] = {}
-        self._by_call_id: dict[str, list[MrfDialog]] = {}
-        self._counts: dict[MrfState, int] = {s: 0 for s in MrfState}
-        self._ended: list[tuple[float, int, MrfDialog]] = []
-        self._seq = itertools.count()
-
-    def __len__(self) -> int:
-        return len(self._dialogs)
-
-    def __iter__(self) -> Iterator[MrfDialog]:
-        return iter(list(self._dialogs.values()))
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._dialogs
-
-    def create(self, call_id: str, from_tag: str, now: float) -> MrfDialog:
-        """A new dialog in Start. ``ValueError`` if the key is already in the table."""
-        return self.add(MrfDialog(call_id, from_tag, now))
-
-    def add(self, dialog: MrfDialog) -> MrfDialog:
-        if dialog.key in self._dialogs:
-            raise ValueError(f"an MRF dialog {dialog.call_id!r}/{dialog.from_tag!r} "
-                             f"already exists")
-        if dialog._listener is not None:
-            raise ValueError(f"{dialog!r} already belongs to a table")
-        self._dialogs[dialog.key] = dialog
-        self._by_call_id.setdefault(dialog.call_id, []).append(dialog)
-        self._counts[dialog.state] += 1
-        dialog._listener = self._state_changed
-        if dialog.state in FINAL_STATES:
-            self._bury(dialog, dialog.entered_at)
-        return dialog
-
-    def get(self, call_id: str, from_tag: str) -> MrfDialog | None:
-        return self._dialogs.get((call_id, from_tag))
-
-    def remove(self, call_id: str, from_tag: str) -> MrfDialog | None:
-        """Forget a dialog now (whatever its state); ``None`` if it is not here."""
-        dialog = self._dialogs.pop((call_id, from_tag), None)
-        if dialog is None:
-            return None
-        siblings = self._by_call_id[call_id]
-        siblings.remove(dialog)
-        if not siblings:
-            del self._by_call_id[call_id]
-        self._counts[dialog.state] -= 1
-        dialog._listener = None
-        return dialog
-
-    def find(self, call_id: str, from_tag: str | None,
-             to_tag: str | None = None) -> MrfDialog | None:
-        """The dialog an in-dialog request belongs to: from the AS it has the dialog's From
-        tag; from the MRFC's side of the dialog the dialog's From tag is its To tag."""
-        if from_tag is not None:
-            dialog = self._dialogs.get((call_id, from_tag))
-            if dialog is not None:
-                return dialog
-        if to_tag is not None:
-            dialog = self._dialogs.get((call_id, to_tag))
-            if dialog is not None and (dialog.to_tag is None or dialog.to_tag == from_tag):
-                return dialog
-        return None
-
-    def by_call_id(self, call_id: str) -> list[MrfDialog]:
-        return list(self._by_call_id.get(call_id, ()))
 
     def by_call_ref(self, call_ref: Any) -> list[MrfDialog]:
         """The dialogs serving a subscriber call (linear scan: for queries, not per packet)."""
         return [d for d in self._dialogs.values() if d.call_ref == call_ref]
-
-    def counts(self) -> dict[str, int]:
-        """Dialogs per state, every state present, keyed by the paper's names."""
-        return {state.value: n for state, n in self._counts.items()}
-
-    def hanging(self, now: float, threshold: float) -> list[MrfDialog]:
-        return [d for d in self._dialogs.values() if d.is_hanging(now, threshold)]
-
-    def get_timer(self) -> float | None:
-        """When the next Ended dialog is due for removal, or ``None``."""
-        heap = self._ended
-        while heap and self._dialogs.get(heap[0][2].key) is not heap[0][2]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    def purge(self, now: float) -> list[MrfDialog]:
-        """Remove the dialogs that ended at least ``linger`` seconds before ``now``."""
-        removed: list[MrfDialog] = []
-        heap = self._ended
-        while heap and heap[0][0] <= now:
-            _, _, dialog = heapq.heappop(heap)
-            if self._dialogs.get(dialog.key) is dialog:
-                self.remove(dialog.call_id, dialog.from_tag)
-                removed.append(dialog)
-        return removed
-
-    handle_timer = purge
-
-    def _state_changed(self, dialog: MrfDialog, old: MrfState, now: float) -> None:
-        self._counts[old] -= 1
-        self._counts[dialog.state] += 1
-        if dialog.state in FINAL_STATES:
-            self._bury(dialog, now)
-
-    def _bury(self, dialog: MrfDialog, at: float) -> None:
-        heapq.heappush(self._ended, (at + self.linger, next(self._seq), dialog))

@@ -80,16 +80,24 @@ history (no state is entered).
 
 Everything here is plain data driven by the owner with ``now`` (the P-CSCF actor's clock, on its
 loop); nothing reads a clock or does I/O. The P-CSCF actor catches :class:`DialogTransitionError`,
-counts it and keeps going.
+counts it and keeps going. The machinery (history, listener, lookups, counts, Morgue removal) is
+the generic one of :mod:`nf_modules.dialog_state`; this module holds the P-CSCF's states, events,
+table, SIP mapping and opaque fields.
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
-import itertools
-import math
-from typing import Any, Callable, Iterator
+import functools
+from typing import Any
+
+from nf_modules.dialog_state import (
+    DEFAULT_LINGER,
+    DialogTable,
+    TableDialog,
+    TransitionError,
+    transition_table,
+)
 
 __all__ = [
     "PcscfState",
@@ -101,11 +109,8 @@ __all__ = [
     "PcscfDialogTable",
     "event_for_request",
     "event_for_response",
-    "DEFAULT_LINGER",
+    "DEFAULT_LINGER",  # from nf_modules.dialog_state: Morgue dialogs linger 32 s (Timer J)
 ]
-
-#: How long a Morgue dialog stays in the table (seconds): RFC 3261's Timer J / 64*T1.
-DEFAULT_LINGER = 32.0
 
 
 class PcscfState(enum.Enum):
@@ -138,61 +143,43 @@ _S = PcscfState
 _E = PcscfEvent
 
 
-def _rows() -> dict[tuple[PcscfState, PcscfEvent], PcscfState]:
-    t: dict[tuple[PcscfState, PcscfEvent], PcscfState] = {}
-
-    def row(state: PcscfState, events: tuple[PcscfEvent, ...], new: PcscfState) -> None:
-        for event in events:
-            t[(state, event)] = new
-
-    row(_S.START, (_E.INVITE,), _S.PREPARATIVE)
-
-    row(_S.PREPARATIVE, (_E.PROVISIONAL,), _S.EARLY)
-    row(_S.PREPARATIVE, (_E.SUCCESS,), _S.MORATORIUM)
-    row(_S.PREPARATIVE, (_E.FAILURE, _E.TIMEOUT), _S.MORGUE)
-    row(_S.PREPARATIVE, (_E.CANCEL, _E.RELEASE), _S.MORTAL)
-
-    row(_S.EARLY, (_E.PROVISIONAL, _E.IN_DIALOG), _S.EARLY)
-    row(_S.EARLY, (_E.SUCCESS,), _S.MORATORIUM)
-    row(_S.EARLY, (_E.FAILURE, _E.TIMEOUT), _S.MORGUE)
-    row(_S.EARLY, (_E.CANCEL, _E.BYE, _E.RELEASE), _S.MORTAL)
-
-    row(_S.MORATORIUM, (_E.ACK,), _S.ESTABLISHED)
-    row(_S.MORATORIUM, (_E.SUCCESS, _E.IN_DIALOG), _S.MORATORIUM)
-    row(_S.MORATORIUM, (_E.BYE, _E.TIMEOUT, _E.RELEASE), _S.MORTAL)
-
-    row(_S.ESTABLISHED, (_E.ACK, _E.SUCCESS, _E.IN_DIALOG), _S.ESTABLISHED)
-    row(_S.ESTABLISHED, (_E.BYE, _E.TIMEOUT, _E.RELEASE), _S.MORTAL)
-
-    row(_S.MORTAL, (_E.BYE_OK, _E.FAILURE, _E.TIMEOUT), _S.MORGUE)
-    row(_S.MORTAL, (_E.BYE, _E.ACK, _E.SUCCESS, _E.PROVISIONAL, _E.CANCEL, _E.RELEASE),
-        _S.MORTAL)
-
-    row(_S.MORGUE, tuple(e for e in _E if e not in (_E.INVITE, _E.IN_DIALOG)), _S.MORGUE)
-    return t
-
-
 #: (state, event) -> new state; a missing pair is an illegal transition.
-PCSCF_TABLE: dict[tuple[PcscfState, PcscfEvent], PcscfState] = _rows()
+PCSCF_TABLE: dict[tuple[PcscfState, PcscfEvent], PcscfState] = transition_table(
+    (_S.START, (_E.INVITE,), _S.PREPARATIVE),
+
+    (_S.PREPARATIVE, (_E.PROVISIONAL,), _S.EARLY),
+    (_S.PREPARATIVE, (_E.SUCCESS,), _S.MORATORIUM),
+    (_S.PREPARATIVE, (_E.FAILURE, _E.TIMEOUT), _S.MORGUE),
+    (_S.PREPARATIVE, (_E.CANCEL, _E.RELEASE), _S.MORTAL),
+
+    (_S.EARLY, (_E.PROVISIONAL, _E.IN_DIALOG), _S.EARLY),
+    (_S.EARLY, (_E.SUCCESS,), _S.MORATORIUM),
+    (_S.EARLY, (_E.FAILURE, _E.TIMEOUT), _S.MORGUE),
+    (_S.EARLY, (_E.CANCEL, _E.BYE, _E.RELEASE), _S.MORTAL),
+
+    (_S.MORATORIUM, (_E.ACK,), _S.ESTABLISHED),
+    (_S.MORATORIUM, (_E.SUCCESS, _E.IN_DIALOG), _S.MORATORIUM),
+    (_S.MORATORIUM, (_E.BYE, _E.TIMEOUT, _E.RELEASE), _S.MORTAL),
+
+    (_S.ESTABLISHED, (_E.ACK, _E.SUCCESS, _E.IN_DIALOG), _S.ESTABLISHED),
+    (_S.ESTABLISHED, (_E.BYE, _E.TIMEOUT, _E.RELEASE), _S.MORTAL),
+
+    (_S.MORTAL, (_E.BYE_OK, _E.FAILURE, _E.TIMEOUT), _S.MORGUE),
+    (_S.MORTAL, (_E.BYE, _E.ACK, _E.SUCCESS, _E.PROVISIONAL, _E.CANCEL, _E.RELEASE), _S.MORTAL),
+
+    (_S.MORGUE, tuple(e for e in _E if e not in (_E.INVITE, _E.IN_DIALOG)), _S.MORGUE),
+)
 
 #: States a dialog never leaves (not "hanging", removed after the linger time).
 FINAL_STATES = frozenset({PcscfState.MORGUE})
 
 
-class DialogTransitionError(Exception):
+class DialogTransitionError(TransitionError):
     """No transition for ``event`` in ``state``; the dialog is unchanged.
 
-    Attributes: ``machine`` (``"P-CSCF"``), ``key`` (the dialog's key), ``state``, ``event``.
+    ``DialogTransitionError(machine, key, state, event)``. Attributes: ``machine``
+    (``"P-CSCF"``), ``key`` (the dialog's key), ``state``, ``event``.
     """
-
-    def __init__(self, machine: str, key: tuple[str, str], state: enum.Enum,
-                 event: enum.Enum) -> None:
-        self.machine = machine
-        self.key = key
-        self.state = state
-        self.event = event
-        super().__init__(f"{machine} dialog {key[0]!r}/{key[1]!r}: no transition from "
-                         f"{state.value} on {event.name}")
 
 
 # ---------------------------------------------------------------------------- SIP -> events
@@ -239,26 +226,17 @@ def event_for_response(status: int, method: str, *, has_to_tag: bool,
 # ---------------------------------------------------------------------------------- dialog
 
 
-def _key(call_id: str, from_tag: str) -> tuple[str, str]:
-    if not isinstance(call_id, str) or not call_id:
-        raise ValueError(f"call_id must be a non-empty string, got {call_id!r}")
-    if not isinstance(from_tag, str) or not from_tag:
-        raise ValueError(f"from_tag must be a non-empty string, got {from_tag!r}")
-    return (call_id, from_tag)
-
-
-def _instant(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-class PcscfDialog:
+class PcscfDialog(TableDialog[PcscfState, PcscfEvent], table=PCSCF_TABLE,
+                  start=PcscfState.START, final_states=FINAL_STATES,
+                  error=functools.partial(DialogTransitionError, "P-CSCF"),
+                  event_noun="a PcscfEvent"):
     """One call as the P-CSCF sees it, keyed by (Call-ID, From tag of the initial INVITE).
 
     State: ``state``, ``history`` (a list of ``(PcscfState, at)``, one entry per state entered,
     starting with ``(START, created_at)``), ``last_event``, ``entered_by`` (the event that
-    entered the current state, ``None`` in Start).
+    entered the current state, ``None`` in Start). :meth:`on_event` raises
+    :class:`DialogTransitionError` when :data:`PCSCF_TABLE` has no row; :meth:`is_hanging` is
+    a non-final state (anything but Morgue, Established too) for longer than a threshold.
 
     Opaque fields the P-CSCF fills in and reads back (never interpreted here): ``to_tag`` (the
     callee's tag once a response carried it), ``route_set`` (the Route values for in-dialog
@@ -267,217 +245,34 @@ class PcscfDialog:
     for anything else).
     """
 
-    __slots__ = ("call_id", "from_tag", "created_at", "state", "history", "last_event",
-                 "entered_by", "to_tag", "route_set", "next_hop", "caller_address", "data",
-                 "_listener")
+    __slots__ = ("route_set", "next_hop", "caller_address")
 
     def __init__(self, call_id: str, from_tag: str, created_at: float) -> None:
-        _key(call_id, from_tag)
-        self.call_id = call_id
-        self.from_tag = from_tag
-        self.created_at = _instant("created_at", created_at)
-        self.state = PcscfState.START
-        self.history: list[tuple[PcscfState, float]] = [(PcscfState.START, self.created_at)]
-        self.last_event: PcscfEvent | None = None
-        self.entered_by: PcscfEvent | None = None
-        self.to_tag: str | None = None
+        super().__init__(call_id, from_tag, created_at)
         self.route_set: Any = None
         self.next_hop: Any = None
         self.caller_address: Any = None
-        self.data: dict[str, Any] = {}
-        #: called as listener(dialog, old_state, now) after every state change (the table's)
-        self._listener: Callable[[PcscfDialog, PcscfState, float], None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<PcscfDialog {self.call_id!r}/{self.from_tag!r} {self.state.value}>"
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.call_id, self.from_tag)
-
-    @property
-    def entered_at(self) -> float:
-        """When the current state was entered."""
-        return self.history[-1][1]
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
 
     def is_from_caller(self, from_tag: str) -> bool:
         """An in-dialog request with this From tag comes from the caller (else the callee)."""
         return from_tag == self.from_tag
 
-    def on_event(self, event: PcscfEvent, now: float) -> PcscfState:
-        """Apply ``event`` at ``now``; return the (possibly unchanged) state.
-
-        Raises :class:`DialogTransitionError` (state unchanged) when the table has no row,
-        ``TypeError`` for something that is not a :class:`PcscfEvent`, ``ValueError`` when
-        ``now`` is earlier than the last state change.
-        """
-        if type(event) is not PcscfEvent:
-            raise TypeError(f"event must be a PcscfEvent, got {event!r}")
-        old = self.state
-        new = PCSCF_TABLE.get((old, event))
-        if new is None:
-            raise DialogTransitionError("P-CSCF", self.key, old, event)
-        if now < self.history[-1][1]:
-            raise ValueError(f"now={now!r} is earlier than the last state change at "
-                             f"{self.history[-1][1]!r}")
-        self.last_event = event
-        if new is not old:
-            self.state = new
-            self.entered_by = event
-            self.history.append((new, now))
-            if self._listener is not None:
-                self._listener(self, old, now)
-        return new
-
-    def time_in_state(self, now: float) -> float:
-        return now - self.history[-1][1]
-
-    def is_hanging(self, now: float, threshold: float) -> bool:
-        """Stuck in a non-final state (anything but Morgue) for longer than ``threshold``
-        seconds. Established counts too: pick a threshold above the calls' holding time."""
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-                or not threshold >= 0:
-            raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
-        return self.state not in FINAL_STATES and now - self.history[-1][1] > threshold
-
 
 # ----------------------------------------------------------------------------------- table
 
 
-class PcscfDialogTable:
+class PcscfDialogTable(DialogTable[PcscfDialog], dialog=PcscfDialog, noun="a P-CSCF dialog"):
     """``PcscfDialogTable(*, linger=32.0)``: the P-CSCF's dialogs by (Call-ID, From tag).
 
     - :meth:`create` / :meth:`add`, :meth:`get`, :meth:`remove`, ``len``, iteration, ``in``
       (with a key tuple).
     - :meth:`find` for in-dialog requests routed by dialog state (SIPp's stock uac sends ACK
       and BYE to the P-CSCF's address without Route headers): by Call-ID and the tags in
-      either direction. :meth:`by_call_id` lists every dialog of a Call-ID.
+      either direction (:meth:`PcscfDialog.is_from_caller` tells the direction).
+      :meth:`by_call_id` lists every dialog of a Call-ID.
     - :meth:`counts`: dialogs per state (all states, the paper's names), kept incrementally.
     - Morgue dialogs are removed ``linger`` seconds after they entered Morgue:
       :meth:`get_timer` gives the next such instant (``None`` if none), :meth:`purge` (alias
       :meth:`handle_timer`) removes what is due at ``now`` and returns it.
     - :meth:`hanging`: the dialogs :meth:`PcscfDialog.is_hanging` says are stuck.
     """
-
-    def __init__(self, *, linger: float = DEFAULT_LINGER) -> None:
-        if isinstance(linger, bool) or not isinstance(linger, (int, float)) \
-                or not math.isfinite(linger) or linger < 0:
-            raise ValueError(f"linger must be a finite number >= 0, got {linger!r}")
-        self.linger = float(linger)
-        self._dialogs: dict[tuple[str, str], PcscfDialog] = {}
-        self._by_call_id: dict[str, list[PcscfDialog]] = {}
-        self._counts: dict[PcscfState, int] = {s: 0 for s in PcscfState}
-        self._morgue: list[tuple[float, int, PcscfDialog]] = []  # (removal instant, seq, dialog)
-        self._seq = itertools.count()
-
-    def __len__(self) -> int:
-        return len(self._dialogs)
-
-    def __iter__(self) -> Iterator[PcscfDialog]:
-        return iter(list(self._dialogs.values()))
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._dialogs
-
-    # -- membership ------------------------------------------------------------------------
-
-    def create(self, call_id: str, from_tag: str, now: float) -> PcscfDialog:
-        """A new dialog in Start. ``ValueError`` if the key is already in the table."""
-        return self.add(PcscfDialog(call_id, from_tag, now))
-
-    def add(self, dialog: PcscfDialog) -> PcscfDialog:
-        if dialog.key in self._dialogs:
-            raise ValueError(f"a P-CSCF dialog {dialog.call_id!r}/{dialog.from_tag!r} "
-                             f"already exists")
-        if dialog._listener is not None:
-            raise ValueError(f"{dialog!r} already belongs to a table")
-        self._dialogs[dialog.key] = dialog
-        self._by_call_id.setdefault(dialog.call_id, []).append(dialog)
-        self._counts[dialog.state] += 1
-        dialog._listener = self._state_changed
-        if dialog.state in FINAL_STATES:
-            self._bury(dialog, dialog.entered_at)
-        return dialog
-
-    def get(self, call_id: str, from_tag: str) -> PcscfDialog | None:
-        return self._dialogs.get((call_id, from_tag))
-
-    def remove(self, call_id: str, from_tag: str) -> PcscfDialog | None:
-        """Forget a dialog now (whatever its state); ``None`` if it is not here."""
-        dialog = self._dialogs.pop((call_id, from_tag), None)
-        if dialog is None:
-            return None
-        siblings = self._by_call_id[call_id]
-        siblings.remove(dialog)
-        if not siblings:
-            del self._by_call_id[call_id]
-        self._counts[dialog.state] -= 1
-        dialog._listener = None
-        return dialog
-
-    # -- lookups -----------------------------------------------------------------------------
-
-    def find(self, call_id: str, from_tag: str | None,
-             to_tag: str | None = None) -> PcscfDialog | None:
-        """The dialog an in-dialog request belongs to, from the request's Call-ID, From tag
-        and To tag: a request from the caller has the dialog's From tag; one from the callee
-        has it as its To tag (and the callee's tag, when known, as its From tag). Use
-        :meth:`PcscfDialog.is_from_caller` to tell the direction."""
-        if from_tag is not None:
-            dialog = self._dialogs.get((call_id, from_tag))
-            if dialog is not None:
-                return dialog
-        if to_tag is not None:
-            dialog = self._dialogs.get((call_id, to_tag))
-            if dialog is not None and (dialog.to_tag is None or dialog.to_tag == from_tag):
-                return dialog
-        return None
-
-    def by_call_id(self, call_id: str) -> list[PcscfDialog]:
-        return list(self._by_call_id.get(call_id, ()))
-
-    # -- statistics ------------------------------------------------------------------------
-
-    def counts(self) -> dict[str, int]:
-        """Dialogs per state, every state present, keyed by the paper's names."""
-        return {state.value: n for state, n in self._counts.items()}
-
-    def hanging(self, now: float, threshold: float) -> list[PcscfDialog]:
-        return [d for d in self._dialogs.values() if d.is_hanging(now, threshold)]
-
-    # -- Morgue removal (sans-IO timer) --------------------------------------------------
-
-    def get_timer(self) -> float | None:
-        """When the next Morgue dialog is due for removal, or ``None``."""
-        heap = self._morgue
-        while heap and self._dialogs.get(heap[0][2].key) is not heap[0][2]:
-            heapq.heappop(heap)  # removed by hand meanwhile
-        return heap[0][0] if heap else None
-
-    def purge(self, now: float) -> list[PcscfDialog]:
-        """Remove the Morgue dialogs that entered Morgue at least ``linger`` s before ``now``."""
-        removed: list[PcscfDialog] = []
-        heap = self._morgue
-        while heap and heap[0][0] <= now:
-            _, _, dialog = heapq.heappop(heap)
-            if self._dialogs.get(dialog.key) is dialog:
-                self.remove(dialog.call_id, dialog.from_tag)
-                removed.append(dialog)
-        return removed
-
-    handle_timer = purge
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _state_changed(self, dialog: PcscfDialog, old: PcscfState, now: float) -> None:
-        self._counts[old] -= 1
-        self._counts[dialog.state] += 1
-        if dialog.state in FINAL_STATES:
-            self._bury(dialog, now)
-
-    def _bury(self, dialog: PcscfDialog, at: float) -> None:
-        heapq.heappush(self._morgue, (at + self.linger, next(self._seq), dialog))
