@@ -19,6 +19,10 @@
                     test; a sync test drives it with ``runtime.run(coro, timeout=...)``.
                     ``start_node`` / ``start_chain`` start actors on it as :class:`Node` handles,
                     and ``assert_sent_cleanly`` / ``assert_every_call_has`` judge a capture.
+``ims_factory``     ``start_ims``: every module of ``topologies/default.toml`` (HSS, MRFP, MRFC,
+                    S-CSCF and AS modules, P-CSCF, a UE pool of 50 registered users) on the
+                    runtime, each on a port of the block (the MRFP's RTP range too), stopped
+                    after the test; queried through :class:`ImsUnderTest`.
 
 A missing binary skips these tests on a developer machine and fails them in CI (``CI=true``),
 where ``.ci/run`` must have installed it.
@@ -810,3 +814,150 @@ def runtime() -> Iterator[Runtime]:
         yield rt
     finally:
         rt.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulated IMS (every module of topologies/default.toml) on ports of the test's block
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "default.toml"
+CONTROL_KINDS = frozenset({"hss", "mrfp"})  # they speak the JSON control protocol, not SIP
+
+
+@dataclass
+class ImsUnderTest:
+    """A deployed IMS seen from the test's thread.
+
+    ``nodes``: every SIP module (P-CSCF, S-CSCF and AS modules, MRFC, UE pool) as a :class:`Node`,
+    by instance name; ``deployment.refs``: every module's actor ref (HSS and MRFP too);
+    ``registrations``: the UE pool's ``register_all`` summary; ``rtp_ports``: the MRFP's RTP
+    range (from the block). Queries (``ask``, ``stats``, ``bindings``...) block the test's thread.
+    """
+
+    runtime: Runtime
+    deployment: Any  # nf_modules.deployment.ImsDeployment
+    nodes: dict[str, Node]
+    registrations: dict[str, Any]
+    rtp_ports: tuple[int, int]
+
+    @property
+    def pcscf(self) -> Node:
+        return self.nodes["pcscf"]
+
+    @property
+    def pool(self) -> Any:
+        """The UE pool's actor proxy."""
+        return self.nodes["ue_pool"].proxy
+
+    @property
+    def sip_nodes(self) -> list[Node]:
+        return list(self.nodes.values())
+
+    def address(self, name: str) -> tuple[str, int]:
+        return tuple(self.deployment.addresses[name])  # type: ignore[return-value]
+
+    def dead(self) -> list[str]:
+        """The modules whose actor is no longer alive (an actor must never die of input)."""
+        return [name for name, ref in self.deployment.refs.items() if not ref.is_alive()]
+
+    def ask(self, name: str, method: str, *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
+        """``getattr(module proxy, method)(*args, **kwargs)``, waited for on the test's thread."""
+        return getattr(self.deployment.refs[name].proxy(), method)(*args, **kwargs).get(timeout=timeout)
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return dict(self.ask(name, "get_stats"))
+
+    def bindings(self, user: str) -> list[dict[str, Any]]:
+        """The HSS's live bindings of ``user``, oldest registration first."""
+        return list(self.ask("hss", "handle_lookup", user)["bindings"])
+
+    def pcscf_dialogs(self) -> dict[str, int]:
+        return dict(self.ask("pcscf", "get_dialog_states"))
+
+    def mrf_dialogs(self) -> dict[str, int]:
+        return dict(self.ask("mrfc", "get_dialog_states"))
+
+    def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Poll ``probe()`` (every 20 ms) until it returns something truthy; fail after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = probe()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.02)
+
+
+def start_ims(
+    runtime: Runtime,
+    ports: PortBlock,
+    *,
+    users: int = 50,
+    rtp_ports: int = 60,
+    seams: Callable[[str], Any] | None = None,
+    register: bool = True,
+) -> ImsUnderTest:
+    """Deploy every module of the default topology on ``runtime``, each on a port of the block.
+
+    The UE pool serves ``ue0001 .. ue{users}`` (the HSS keeps its 1000 subscribers), and the MRFP
+    reserves its RTP ports from ``rtp_ports`` ports of the block, so nothing this IMS binds or
+    sends leaves the block. ``seams(name)``, when given, is each SIP module's transport seam.
+    With ``register``, the pool registers every user (digest, through the P-CSCF) before this
+    returns. The caller stops it with :func:`stop_ims`.
+    """
+    from actors import load_topology
+    from nf_modules.deployment import deploy
+
+    topology = load_topology(DEFAULT_TOPOLOGY)
+    addresses = {nf.name: (HOST, ports.take(sip=nf.kind not in CONTROL_KINDS)) for nf in topology}
+    topology = topology.with_addresses(addresses)
+    first_rtp = ports.take(rtp_ports, sip=False)
+    rtp_range = (first_rtp, first_rtp + rtp_ports - 1)
+    overrides: dict[str, dict[str, Any]] = {"mrfp": {"port_range": rtp_range}}
+    for nf in topology.by_kind("ue_pool"):
+        overrides[nf.name] = {"users": users}
+    if seams is not None:
+        for nf in topology:
+            if nf.kind not in CONTROL_KINDS:
+                overrides.setdefault(nf.name, {})["seam"] = seams(nf.name)
+
+    async def start() -> tuple[Any, dict[str, Node], dict[str, Any]]:
+        deployment = await deploy(topology, overrides=overrides)
+        nodes = {}
+        for nf in topology:
+            if nf.kind not in CONTROL_KINDS:
+                ref = deployment.refs[nf.name]
+                nodes[nf.name] = Node(nf.name, ref, ref.proxy(), tuple(deployment.addresses[nf.name]))
+        registrations = {}
+        if register:
+            for nf in topology.by_kind("ue_pool"):
+                registrations[nf.name] = await deployment.proxy(nf.name).register_all()
+        return deployment, nodes, registrations
+
+    deployment, nodes, registrations = runtime.run(start(), timeout=60)
+    ims = ImsUnderTest(runtime, deployment, nodes, registrations, rtp_range)
+    for pool, summary in registrations.items():
+        assert summary["failed"] == 0, f"{pool} could not register every user: {summary}"
+    return ims
+
+
+def stop_ims(ims: ImsUnderTest) -> None:
+    ims.runtime.run(ims.deployment.stop(), timeout=30)
+
+
+@pytest.fixture
+def ims_factory(runtime: Runtime, ports: PortBlock) -> Iterator[Callable[..., ImsUnderTest]]:
+    """``ims_factory(**kwargs)``: :func:`start_ims` on the test's runtime and block, stopped after
+    the test. Request ``tshark_capture`` before calling it when the capture must see the modules'
+    first datagrams (``assert_sent_cleanly`` compares counts since each module started)."""
+    started: list[ImsUnderTest] = []
+
+    def factory(**kwargs: Any) -> ImsUnderTest:
+        ims = start_ims(runtime, ports, **kwargs)
+        started.append(ims)
+        return ims
+
+    yield factory
+    for ims in started:
+        stop_ims(ims)
