@@ -384,8 +384,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         try:
             transport.sendto(data, addr)
-        except OSError as exc:
-            self.error_received(exc)
+        except (OSError, ValueError) as exc:  # ValueError: uvloop refuses host names (no DNS here)
+            self.error_received(exc if isinstance(exc, OSError) else OSError(str(exc)))
             return
         stats = self.stats
         stats.datagrams_out += 1

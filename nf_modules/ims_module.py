@@ -76,7 +76,7 @@ class ImsModule(StatefulProxy):
             # OPTIONS to the module itself (a keep-alive ping): answer here, never forward.
             status = 200 if request.method == "OPTIONS" else 405
             response = request.make_response(status)
-            response.set("Allow", ALLOW)
+            response.set("Allow", "OPTIONS" if status == 405 else ALLOW)  # RFC 3261 21.4.6
             self.send_response(transaction, response)
             return None
         if request.method not in ("ACK", "CANCEL") and self._is_loop(request):
@@ -122,4 +122,4 @@ def _routing_hash(request: SipMessage) -> str:
             str(request.cseq[0] if request.cseq else ""),
         ]
     )
-    return hashlib.blake2s(material.encode(), digest_size=6).hexdigest()
+    return hashlib.blake2s(material.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()

@@ -47,11 +47,19 @@ class PCscf(ImsModule):
         self.dialogs = PcscfDialogTable()
         self._originating: dict[Transaction, PcscfDialog] = {}  # INVITE client tx -> dialog
         self._in_dialog: dict[Transaction, tuple[PcscfDialog, str]] = {}  # BYE etc. -> dialog
+        self._terminating = False  # set per request by on_request, read by route_initial
 
     # -- requests ----------------------------------------------------------------------
 
     def on_request(self, request: SipMessage, transaction: Transaction, source: Address) -> Any:
         self._home_domain(request)
+        routes = request.get_all("Route")
+        # Terminating requests come from the S-CSCF through the Path we registered: their top
+        # Route is us. Anything else out of dialog comes from a UE and goes to the S-CSCF, whatever
+        # its Request-URI and whatever Route it preloaded (TS 24.229 5.2.6.3).
+        self._terminating = bool(routes) and uri_address(routes[0]) == self.address
+        if request.to_tag is None and not self._terminating and routes:
+            request.remove("Route")
         if request.to_tag is not None and not request.get("Route"):
             # A UA that ignored the route set (SIPp's stock uac): route by dialog state.
             dialog = self._dialog_for(request)
@@ -60,9 +68,8 @@ class PCscf(ImsModule):
         return super().on_request(request, transaction, source)
 
     def route_initial(self, request: SipMessage) -> Address | None:
-        target = uri_address(request.uri)
-        if target is not None and target[0] != self.domain and request.method != "REGISTER":
-            return target  # terminating: the Request-URI is the UE's registered contact
+        if self._terminating and request.method != "REGISTER":
+            return uri_address(request.uri)  # the UE's registered contact
         return self.downstream
 
     def forward(self, forward: SipMessage, transaction: Transaction, destination: Address) -> Transaction:

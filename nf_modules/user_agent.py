@@ -18,7 +18,7 @@ from typing import Any
 
 from actors.actor import concurrent
 from actors.sip.dialog import Dialog
-from actors.sip.headers import new_call_id, new_tag
+from actors.sip.headers import SipParseError, new_call_id, new_tag, parse_name_addr
 from actors.sip.message import SipMessage
 from actors.sip.transaction import Transaction
 from actors.sip_actor import Address, SipActor
@@ -190,9 +190,14 @@ class UserAgent(SipActor):
         return None
 
     async def _answer(self, request: SipMessage, transaction: Transaction) -> None:
-        if not request.from_tag or not request.get("Contact"):
-            # RFC 3261 12.1.1: no dialog can be made without them; say so before ringing.
-            self.send_response(transaction, request.make_response(400, "Missing From tag or Contact"))
+        try:
+            parse_name_addr(request.get("Contact") or "")
+            usable = bool(request.from_tag)
+        except SipParseError:
+            usable = False
+        if not usable:
+            # RFC 3261 12.1.1: no dialog without a From tag and a usable Contact; say so before ringing.
+            self.send_response(transaction, request.make_response(400, "Missing From tag or bad Contact"))
             return
         to_tag = new_tag()
         ringing = self._response(request, 180, to_tag)
