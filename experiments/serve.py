@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actors import Runtime, Topology, load_topology
+from actors.gc_tuning import tune_for_latency
 from nf_modules.deployment import ImsDeployment, deploy
 
 __all__ = ["DEFAULT_TOPOLOGY", "serve", "sipp_commands"]
@@ -76,6 +77,7 @@ def serve(
             process = own
         with Runtime(name=f"serve-{process or 'main'}") as runtime:
             ims, registrations = runtime.run(start_ims(topology, process=process), timeout=120)
+            tune_for_latency()
             _announce(topology, ims, registrations, process, print_fn)
             print_fn("Ctrl-C stops." if duration is None else f"Stopping after {duration:g} s.", flush=True)
             if ready is not None:

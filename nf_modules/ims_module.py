@@ -85,6 +85,11 @@ class ImsModule(StatefulProxy):
             return None
         return super().on_request(request, transaction, source)
 
+    @property
+    def _own_sent_by(self) -> str:
+        host, port = self.address
+        return f" {host}:{port};"
+
     def via_for(self, request: SipMessage) -> str:
         host, port = self.address
         return f"SIP/2.0/UDP {host}:{port};branch={new_branch()}.{_routing_hash(request)};rport"
@@ -94,8 +99,12 @@ class ImsModule(StatefulProxy):
         return "@" not in uri and uri_address(uri) == self.address and request.method not in ("ACK", "CANCEL")
 
     def _is_loop(self, request: SipMessage) -> bool:
+        own = self._own_sent_by
+        vias = request.get_all("Via")
+        if not any(own in value for value in vias):
+            return False  # the common case: we have not seen this request before
         ours = None
-        for value in request.get_all("Via"):
+        for value in vias:
             try:
                 via = parse_via(value)
             except ValueError:
