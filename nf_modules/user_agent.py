@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.actor import concurrent
-from actors.sip.dialog import Dialog
-from actors.sip.headers import SipParseError, new_call_id, new_tag, parse_name_addr
+from actors.sip.dialog import Dialog, DialogError
+from actors.sip.headers import SipParseError, new_call_id, new_tag
 from actors.sip.message import SipMessage
 from actors.sip.transaction import Transaction
 from actors.sip_actor import Address, SipActor
@@ -190,27 +190,23 @@ class UserAgent(SipActor):
         return None
 
     async def _answer(self, request: SipMessage, transaction: Transaction) -> None:
-        try:
-            parse_name_addr(request.get("Contact") or "")
-            usable = bool(request.from_tag)
-        except SipParseError:
-            usable = False
-        if not usable:
-            # RFC 3261 12.1.1: no dialog without a From tag and a usable Contact; say so before ringing.
-            self.send_response(transaction, request.make_response(400, "Missing From tag or bad Contact"))
-            return
         to_tag = new_tag()
-        ringing = self._response(request, 180, to_tag)
-        self.send_response(transaction, ringing)
-        await asyncio.sleep(self.ring_delay / (self.clock.time_scale if self.clock else 1.0))
         ok = self._response(request, 200, to_tag)
         ok.set("Content-Type", "application/sdp")
         ok.body = sdp_offer(self.address[0], 41000)
         try:
+            dialog = Dialog.from_uas(request, ok)  # before ringing: can this INVITE make a dialog?
+        except (DialogError, SipParseError):
+            # RFC 3261 12.1.1: no dialog without a From tag and a usable Contact; say so at once.
+            self.send_response(transaction, request.make_response(400, "Missing From tag or bad Contact"))
+            return
+        self.send_response(transaction, self._response(request, 180, to_tag))
+        await asyncio.sleep(self.ring_delay / (self.clock.time_scale if self.clock else 1.0))
+        try:
             self.send_response(transaction, ok)
         except Exception:  # noqa: BLE001  (cancelled meanwhile: 487 already sent)
             return
-        self.dialogs[request.call_id or ""] = Dialog.from_uas(request, ok)
+        self.dialogs[request.call_id or ""] = dialog
         self.answered_calls += 1
 
     def _response(self, request: SipMessage, status: int, to_tag: str) -> SipMessage:
