@@ -122,7 +122,7 @@ class SipActor(AsyncioActor):
     # -- input: the endpoint's callback, on the actor's loop ---------------------
 
     def _datagram_received(self, data: bytes, source: Address) -> None:
-        if not data.strip(b"\r\n"):
+        if (not data or data[0] in b"\r\n") and not data.strip(b"\r\n"):
             self.stats["keepalive"] += 1  # RFC 5626 CRLF keep-alive
             return
         try:

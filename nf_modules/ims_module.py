@@ -100,9 +100,11 @@ class ImsModule(StatefulProxy):
 
     def _is_loop(self, request: SipMessage) -> bool:
         own = self._own_sent_by
+        # The common case, checked on the raw header lines (each Via element is a substring of
+        # its line, so a line without ``own`` has no element with it): not seen here before.
+        if not any(own in value for name, value in request.headers if name == "Via"):
+            return False
         vias = request.get_all("Via")
-        if not any(own in value for value in vias):
-            return False  # the common case: we have not seen this request before
         ours = None
         for value in vias:
             try:

@@ -14,6 +14,7 @@ runs on the actor's loop.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from actors.sip.headers import SipParseError, parse_name_addr, parse_uri, parse_via
@@ -69,7 +70,8 @@ class StatefulProxy(SipActor):
 
     def forward(self, forward: SipMessage, transaction: Transaction, destination: Address) -> Transaction:
         """Send ``forward`` (already re-targeted) downstream on behalf of ``transaction``."""
-        forward.set("Max-Forwards", str((forward.max_forwards if forward.max_forwards is not None else 70) - 1))
+        max_forwards = forward.max_forwards
+        forward.set("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1))
         if self.record_route and forward.method in DIALOG_CREATING:
             forward.add("Record-Route", self.own_uri(), first=True)
         forward.add("Via", self.via_for(forward), first=True)
@@ -182,8 +184,19 @@ def uri_address(value: str | None) -> Address | None:
     """``(host, port)`` of a URI or name-addr (``<sip:h:p;lr>``); port 5060 if absent."""
     if not value:
         return None
+    if type(value) is str:
+        return _uri_address_cached(value)
+    return _uri_address(value)
+
+
+def _uri_address(value: str) -> Address | None:
     try:
         uri = parse_name_addr(value).uri if "<" in value else parse_uri(value)
     except ValueError:
         return None
     return (uri.host, uri.port or 5060)
+
+
+# Every hop asks this of the same few Route values and Request-URIs (the modules' own
+# addresses, the UEs' contacts): a pure function of the string, so its answers are kept.
+_uri_address_cached = lru_cache(maxsize=4096)(_uri_address)

@@ -765,6 +765,11 @@ class SipMessage:
         """``(number, method)`` or ``None`` when absent or malformed."""
         for n, v in self.headers:
             if n == "CSeq":
+                # fast path, the canonical "<digits> <method>": exactly what split() gives
+                num, sp, meth = v.partition(" ")
+                if (meth and num.isdigit() and num.isascii() and len(num) <= 20
+                        and " " not in meth and meth.isprintable()):
+                    return int(num), meth
                 parts = v.split()
                 if len(parts) != 2 or not _is_uint(parts[0]) or len(parts[0]) > 20:
                     return None
@@ -793,6 +798,10 @@ class SipMessage:
         _, semi, ptext = v.partition(";")
         if not semi:
             return None
+        if ptext[:7] == "branch=" and '"' not in ptext:
+            # fast path: branch is the first parameter (as every Via we write has it)
+            end = ptext.find(";", 7)
+            return (ptext[7:] if end < 0 else ptext[7:end]).strip(_WS)
         return _param_of(ptext, "branch")
 
     @property

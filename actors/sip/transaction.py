@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from actors.sip.headers import MAGIC_COOKIE
+from actors.sip.message import _VIA_FAST
 from actors.sip.timers import Address, Datagram, SipTimers, fire_due
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -164,6 +165,21 @@ class TransactionTerminated(TransactionEvent):
 
 
 def _sent_by(msg: "SipMessage") -> tuple[str, int] | None:
+    try:
+        top = msg.get("Via")
+    except ValueError:  # SipParseError: a malformed top Via never matches anything else
+        return None
+    if top is None:
+        return None
+    if _VIA_FAST(top) is not None:
+        # the canonical shape (what the codec's fast check accepts): no full Via parse needed
+        transport, _, rest = top[8:].partition(" ")
+        hostport = rest.partition(";")[0]
+        if "[" not in hostport:
+            host, colon, port = hostport.partition(":")
+            if colon:
+                return (host.lower(), int(port))
+            return (host.lower(), 5061 if transport.upper() == "TLS" else 5060)
     try:
         via = msg.top_via
     except ValueError:  # SipParseError: a malformed top Via never matches anything else

@@ -140,6 +140,10 @@ class _ClientTransaction(Transaction):
         if not self.matches(response):
             raise TransactionMatchError(
                 f"response {client_key(response)!r} does not match transaction {self.key!r}")
+        self._receive_matched(response, now)
+
+    def _receive_matched(self, response: "SipMessage", now: float) -> None:
+        """:meth:`receive_response` for a response already matched by its key (the layer)."""
         self._step(_classify(response.status), now, response)
         self._changed()
 

@@ -107,12 +107,12 @@ class TransactionLayer:
             if client is None:
                 self._events.append(StrayResponse(message, source))
             else:
-                client.receive_response(message, now)
+                client._receive_matched(message, now)  # matched by its key just now
             return
         skey = server_key(message)
         server = self._servers.get(skey)
         if server is not None:
-            server.receive_request(message, now)
+            server._receive_matched(message, now)  # matched by its key just now
             return
         method = message.method.upper()
         if method == "ACK":
@@ -121,9 +121,9 @@ class TransactionLayer:
         tx: ServerTransaction
         if method == "INVITE":
             tx = InviteServerTransaction(message, source, now, timers=self.timers,
-                                         trying_delay=self.trying_delay)
+                                         trying_delay=self.trying_delay, key=skey)
         else:
-            tx = NonInviteServerTransaction(message, source, now, timers=self.timers)
+            tx = NonInviteServerTransaction(message, source, now, timers=self.timers, key=skey)
         self._events.append(RequestReceived(message, tx, source))
         self._servers[tx.key] = tx
         self._adopt(tx)
@@ -140,10 +140,14 @@ class TransactionLayer:
             tx.handle_timer(now)
 
     def datagrams_to_send(self) -> list[Datagram]:
+        if not self._outbox:  # the usual case between messages
+            return []
         out, self._outbox[:] = list(self._outbox), []
         return out
 
     def events(self) -> list[TransactionEvent]:
+        if not self._events:
+            return []
         out, self._events[:] = list(self._events), []
         return out
 

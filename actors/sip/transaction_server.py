@@ -94,12 +94,12 @@ class _ServerTransaction(Transaction):
     _TRANSPORT_ERROR = _SI.TRANSPORT_ERROR
 
     def __init__(self, request: "SipMessage", destination: Address, now: float,
-                 state: enum.Enum, timers: SipTimers) -> None:
+                 state: enum.Enum, timers: SipTimers, key: Any = None) -> None:
         super().__init__(state, destination, timers)
         if not request.is_request:
             raise ValueError("a server transaction is created with a request, not a response")
         self.request = request
-        self.key = server_key(request)
+        self.key = server_key(request) if key is None else key
         self.method = request.method.upper()
         #: the last response passed to the transport (bytes), resent on request retransmissions
         self.last_response: "SipMessage | None" = None
@@ -114,6 +114,10 @@ class _ServerTransaction(Transaction):
         if not self.matches(request):
             raise TransactionMatchError(
                 f"request {server_key(request)!r} does not match transaction {self.key!r}")
+        self._receive_matched(request, now)
+
+    def _receive_matched(self, request: "SipMessage", now: float) -> None:
+        """:meth:`receive_request` for a request already matched by its key (the layer)."""
         inp = _SI.ACK if request.method.upper() == "ACK" else _SI.REQUEST
         self._step(inp, now, request)
         self._changed()
@@ -216,14 +220,15 @@ class InviteServerTransaction(_ServerTransaction):
 
     def __init__(self, request: "SipMessage", destination: Address, now: float, *,
                  timers: SipTimers = SipTimers(),
-                 trying_delay: float | None = DEFAULT_TRYING_DELAY) -> None:
+                 trying_delay: float | None = DEFAULT_TRYING_DELAY, key: Any = None) -> None:
+        """``key``: ``server_key(request)`` when the caller has computed it already."""
         if request.method.upper() != "INVITE":
             raise ValueError(f"InviteServerTransaction needs an INVITE, got {request.method}")
         if trying_delay is not None and (
                 isinstance(trying_delay, bool) or not isinstance(trying_delay, (int, float))
                 or not math.isfinite(trying_delay) or trying_delay < 0):
             raise ValueError(f"trying_delay must be None or a number >= 0, got {trying_delay!r}")
-        super().__init__(request, destination, now, _IS.PROCEEDING, timers)
+        super().__init__(request, destination, now, _IS.PROCEEDING, timers, key)
         self._provisional_bytes: bytes | None = None
         self._g_interval = timers.g
         if trying_delay == 0:
@@ -320,11 +325,12 @@ class NonInviteServerTransaction(_ServerTransaction):
     _TERMINATED = _NS.TERMINATED
 
     def __init__(self, request: "SipMessage", destination: Address, now: float, *,
-                 timers: SipTimers = SipTimers()) -> None:
+                 timers: SipTimers = SipTimers(), key: Any = None) -> None:
+        """``key``: ``server_key(request)`` when the caller has computed it already."""
         method = request.method.upper()
         if method in ("INVITE", "ACK"):
             raise ValueError(f"NonInviteServerTransaction cannot carry {method}")
-        super().__init__(request, destination, now, _NS.TRYING, timers)
+        super().__init__(request, destination, now, _NS.TRYING, timers, key)
 
     def _enter(self, state: enum.Enum, now: float) -> None:
         if state is _NS.COMPLETED:
