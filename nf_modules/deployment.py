@@ -12,7 +12,7 @@ each deploy their own group and reach the rest over UDP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from nf_modules.mrfc import Mrfc
 from nf_modules.mrfp import MrfpSignalling
 from nf_modules.pcscf import PCscf
 from nf_modules.scscf import ScscfIncomingLegControl, ScscfOutgoingLegControl, SessionController
+from nf_modules.ue_pool import UePool
 
 __all__ = ["ImsDeployment", "KINDS", "START_ORDER", "deploy"]
 
@@ -47,27 +48,21 @@ CALL_PATH = (
 START_ORDER = ("hss", "mrfp", "mrfc", *reversed(CALL_PATH[1:]), "pcscf", "ue_pool")
 
 
-def _ue_pool_class() -> type:
-    from nf_modules.ue_pool import UePool
-
-    return UePool
-
-
-KINDS: dict[str, Callable[[], type]] = {
-    "pcscf": lambda: PCscf,
-    "scscf.session_controller": lambda: SessionController,
-    "scscf.incoming_leg_control": lambda: ScscfIncomingLegControl,
-    "scscf.outgoing_leg_control": lambda: ScscfOutgoingLegControl,
-    "hss": lambda: Hss,
-    "as.incoming_leg_control": lambda: AsIncomingLegControl,
-    "as.application_logic": lambda: ApplicationLogic,
-    "as.media_policy": lambda: MediaPolicy,
-    "as.outgoing_leg_control": lambda: AsOutgoingLegControl,
-    "mrfc": lambda: Mrfc,
-    "mrfp": lambda: MrfpSignalling,
-    "ue_pool": _ue_pool_class,
+KINDS: dict[str, type] = {
+    "pcscf": PCscf,
+    "scscf.session_controller": SessionController,
+    "scscf.incoming_leg_control": ScscfIncomingLegControl,
+    "scscf.outgoing_leg_control": ScscfOutgoingLegControl,
+    "hss": Hss,
+    "as.incoming_leg_control": AsIncomingLegControl,
+    "as.application_logic": ApplicationLogic,
+    "as.media_policy": MediaPolicy,
+    "as.outgoing_leg_control": AsOutgoingLegControl,
+    "mrfc": Mrfc,
+    "mrfp": MrfpSignalling,
+    "ue_pool": UePool,
 }
-"""Topology kind -> the actor class that implements it (resolved lazily)."""
+"""Topology kind -> the actor class that implements it."""
 
 
 @dataclass
@@ -132,7 +127,7 @@ async def deploy(
     for nf in sorted(local, key=lambda n: rank.get(n.kind, len(rank))):
         kwargs = _constructor_args(topology, nf, addresses)
         kwargs.update((overrides or {}).get(nf.name, {}))
-        ref = KINDS[nf.kind]().start(nf.name, nf.address, **kwargs)
+        ref = KINDS[nf.kind].start(nf.name, nf.address, **kwargs)
         deployment.refs[nf.name] = ref
         deployment.order.append(nf.name)
         addresses[nf.name] = tuple(await ref.proxy().get_address())
