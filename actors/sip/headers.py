@@ -139,29 +139,14 @@ def split_header_values(value: str) -> list[str]:
         return [p for p in (x.strip(_WS) for x in value.split(",")) if p]
     parts = []
     start = 0
-    i = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if c == '"':
-            i = _scan_quoted(value, i)
-            continue
-        if c == "<":
-            j = value.find(">", i + 1)
-            if j < 0:
-                raise _err("unterminated <")
-            i = j + 1
-            continue
-        if c == ",":
-            p = value[start:i].strip(_WS)
-            if p:
-                parts.append(p)
-            start = i + 1
-        i += 1
-    p = value[start:].strip(_WS)
-    if p:
-        parts.append(p)
-    return parts
+    while True:
+        end = scan_value_end(value, start)
+        p = (value[start:] if end < 0 else value[start:end]).strip(_WS)
+        if p:
+            parts.append(p)
+        if end < 0:
+            return parts
+        start = end + 1
 
 
 def first_value_end(value: str, start: int = 0) -> int:
