@@ -171,7 +171,7 @@ def _number(value: float) -> float | int:
 # ---------------------------------------------------------------------------- ports
 
 
-def _ports_free(first: int, count: int) -> bool:
+def ports_free(first: int, count: int) -> bool:
     """Bind every port of the range on 0.0.0.0 (which collides with any bound address), then let go."""
     sockets: list[socket.socket] = []
     try:
@@ -196,7 +196,7 @@ def free_port_block(size: int = BLOCK_SIZE, low: int = 10000, high: int = 19999,
     rng = random.Random(seed)
     for _ in range(200):
         first = rng.randrange(low, high - size)
-        if _ports_free(first, size):
+        if ports_free(first, size):
             return first
     raise RuntimeError(f"no {size} consecutive free UDP ports in {low}..{high}")
 
@@ -574,7 +574,7 @@ def run_bench(config: BenchConfig, *, sipp_binary: str | None = None, kamailio_b
     if sipp_binary is None:
         raise FileNotFoundError("sipp is not installed (apt-get install sip-tester)")
     base = config.base_port if config.base_port is not None else free_port_block()
-    if config.base_port is not None and not _ports_free(base, BLOCK_SIZE):
+    if config.base_port is not None and not ports_free(base, BLOCK_SIZE):
         raise RuntimeError(f"--base-port {base}: the ports {base}..{base + BLOCK_SIZE - 1} are not all free")
     log(f"ports {base}..{base + BLOCK_SIZE - 1}")
     callees = callee_names(config.topologies["one_process"], config.callees)

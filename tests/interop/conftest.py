@@ -51,6 +51,7 @@ from typing import Any
 import pytest
 
 from actors import Runtime
+from experiments.bench_sip import ports_free
 
 HOST = "127.0.0.1"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -99,22 +100,6 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def _udp_ports_free(first: int, count: int) -> bool:
-    """Bind every port of the range on 0.0.0.0 (which collides with any bound address), then let go."""
-    sockets: list[socket.socket] = []
-    try:
-        for port in range(first, first + count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sockets.append(sock)
-            sock.bind(("0.0.0.0", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def udp_port_bound(port: int, host: str = HOST) -> bool:
     """True when some socket is bound to UDP ``host:port`` (read from /proc, no probe socket)."""
     wanted_port = f"{port:04X}"
@@ -150,7 +135,7 @@ class PortBlock:
             span = (high + 1, 65535 - size)
         for _ in range(200):
             first = rng.randrange(*span)
-            if _udp_ports_free(first, size):
+            if ports_free(first, size):
                 break
         else:
             raise RuntimeError(f"no {size} consecutive free UDP ports in {span}")
