@@ -5,6 +5,12 @@ The names exported here are the C implementations from :mod:`._mediacore` (see t
 exactly the same API in plain Python; it is the reference the differential and fuzz tests
 hold the C code to.  The two ``RtpError`` classes are distinct, but both subclass
 ``ValueError``: catch ``ValueError`` when either implementation may be in use.
+
+The media engine (the Media Processor's packet loop on its own thread) is in :mod:`.engine`
+(``MediaEngine``, ``Instruction``, ``Metadata``, ``FlowStats``); its C side is ``_mediaengine``
+(``_mediaengine.c`` + ``engine_core.c``, sharing ``rtp_g711.h`` with ``_mediacore``) and its
+pure-Python twin :mod:`.pure_engine` (per packet: :mod:`.pure_packet`).  They are not imported
+here, so importing the building blocks never loads the engine.
 """
 
 from . import pure
