@@ -6,6 +6,14 @@ codec and fed to a ``TransactionLayer`` right in the endpoint's callback on the
 actor's loop; the layer's events become hook calls; its datagrams are sent; and
 one ``call_at`` is kept armed for the layer's next deadline.
 
+That wake-up is armed ``timer_slack`` after the deadline (default T1/25, 20 ms with
+RFC 3261's T1), and is not moved when the next deadline gets later (it then fires
+early, finds nothing due and re-arms): so one wake-up fires every timer that fell
+due within the slack, and the thousands of lingering transactions of a busy actor
+(Timers D, I, J, K, L, M end them) do not each cost a loop callback of their own.
+The transaction layer's deadlines themselves stay exact; only the moment the actor
+looks at them is late, by at most the slack.
+
 SIP input is handled on the loop directly rather than through the actor's
 inbox, so an ``async`` method of the actor (say, ``await``-ing the final
 response of a call it placed) can wait while the responses it waits for are
@@ -54,6 +62,9 @@ __all__ = ["SipActor"]
 
 Address = tuple[str, int]
 
+#: The default ``timer_slack`` as a fraction of T1 (20 ms for T1 = 500 ms; 4 % of Timer A).
+DEFAULT_SLACK_FRACTION = 1 / 25
+
 
 class SipActor(AsyncioActor):
     """A SIP element on one UDP port, transaction-stateful, hooks per event."""
@@ -69,13 +80,24 @@ class SipActor(AsyncioActor):
         time_scale: float = 1.0,
         capacity: float | None = None,
         queue_limit: int = 100,
+        timer_slack: float | None = None,
     ) -> None:
         """``capacity``: emulated service rate in new transactions per second (``None``:
-        unlimited), with at most ``queue_limit`` waiting; beyond that, 503 + Retry-After."""
+        unlimited), with at most ``queue_limit`` waiting; beyond that, 503 + Retry-After.
+        ``timer_slack``: how late (emulated seconds, >= 0) the actor may look at a due
+        transaction timer so that timers due close together fire in one wake-up (``None``:
+        T1/25)."""
         super().__init__()
         self.name = name
         self.bind = bind
-        self.layer = TransactionLayer(timers=timers or SipTimers(), trying_delay=trying_delay)
+        timers = timers or SipTimers()
+        if timer_slack is None:
+            timer_slack = timers.t1 * DEFAULT_SLACK_FRACTION
+        elif isinstance(timer_slack, bool) or not isinstance(timer_slack, (int, float)) \
+                or not 0 <= timer_slack < float("inf"):
+            raise ValueError(f"timer_slack must be a number of seconds >= 0, got {timer_slack!r}")
+        self.timer_slack = float(timer_slack)
+        self.layer = TransactionLayer(timers=timers, trying_delay=trying_delay)
         self.stats: Counter[str] = Counter()
         self.capacity = ServiceRate(capacity, queue_limit)
         self.endpoint: UdpEndpoint | None = None
@@ -86,6 +108,7 @@ class SipActor(AsyncioActor):
         self._timer_handle: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._hook_tasks: set[asyncio.Task[Any]] = set()
+        self._pumping = False  # in _pump: the wake-up is re-armed once, when it ends
 
     # -- lifecycle (on the actor's loop) -------------------------------------
 
@@ -137,8 +160,8 @@ class SipActor(AsyncioActor):
                 self.log.info("sip_malformed_answered", source=source, status=error.status)
                 self.endpoint.send(answer, source)  # type: ignore[union-attr]
             return
-        self.stats["rx_request" if message.is_request else "rx_response"] += 1
-        self.layer.receive(message, source, self.now)
+        self.stats["rx_request" if message.method is not None else "rx_response"] += 1
+        self.layer.receive(message, source, self.clock.now())  # type: ignore[union-attr]
         self._pump()
 
     def _timer_fired(self) -> None:
@@ -169,38 +192,52 @@ class SipActor(AsyncioActor):
         return f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport"
 
     def _flush(self) -> None:
-        endpoint = self.endpoint
-        for data, destination in self.layer.datagrams_to_send():
-            self.stats["tx"] += 1
-            endpoint.send(data, destination)  # type: ignore[union-attr]
-        self._arm_timer()
+        """Send what the layer queued, in order; re-arm the wake-up unless _pump will."""
+        datagrams = self.layer.datagrams_to_send()
+        if datagrams:
+            self.stats["tx"] += len(datagrams)
+            send = self.endpoint.send  # type: ignore[union-attr]
+            for data, destination in datagrams:
+                send(data, destination)
+        if not self._pumping:
+            self._arm_timer()
 
     def _arm_timer(self) -> None:
+        """Make sure a wake-up is armed no later than the layer's next deadline plus the slack.
+        A wake-up armed earlier than that is left alone (see the module docstring)."""
         deadline = self.layer.get_timer()
-        if deadline == self._timer_deadline:
-            return
-        if self._timer_handle is not None:
-            self._timer_handle.cancel()
-            self._timer_handle = None
-        self._timer_deadline = deadline
-        if deadline is not None:
-            self._timer_handle = self.clock.call_at(deadline, self._timer_fired)  # type: ignore[union-attr]
+        if deadline is None:
+            return  # a wake-up still armed fires, finds nothing due, and is not re-armed
+        wake = deadline + self.timer_slack
+        armed = self._timer_deadline
+        if armed is not None:
+            if armed <= wake:
+                return
+            self._timer_handle.cancel()  # type: ignore[union-attr]
+        self._timer_deadline = wake
+        self._timer_handle = self.clock.call_at(wake, self._timer_fired)  # type: ignore[union-attr]
 
     # -- events -> hooks ------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Send what the layer queued, then hand its events to the hooks, until quiet."""
+        """Hand the layer's events to the hooks until quiet, then send what is queued and
+        re-arm the wake-up once. Datagrams keep their order: the ``send_*`` methods a hook
+        calls flush everything queued before them."""
+        layer = self.layer
+        pumping, self._pumping = self._pumping, True
+        try:
+            while True:
+                events = layer.events()
+                if not events:
+                    break
+                for event in events:
+                    if type(event) is RequestReceived and self.capacity.limited:
+                        self._admit(event)
+                    else:
+                        self._deliver(event)
+        finally:
+            self._pumping = pumping
         self._flush()
-        while True:
-            events = self.layer.events()
-            if not events:
-                return
-            for event in events:
-                if type(event) is RequestReceived and self.capacity.limited:
-                    self._admit(event)
-                else:
-                    self._deliver(event)
-                self._flush()
 
     def _admit(self, event: RequestReceived) -> None:
         """Emulated capacity: queue the new request for its service slot, or answer 503."""
@@ -225,7 +262,7 @@ class SipActor(AsyncioActor):
         except Exception as error:  # noqa: BLE001
             self._hook_failed(event, error)
         else:
-            if asyncio.iscoroutine(result):
+            if result is not None and asyncio.iscoroutine(result):
                 self._run_hook(result, event)
 
     def _run_hook(self, coro: Any, event: Any) -> None:

@@ -593,17 +593,24 @@ class SipMessage:
 
     def get_all(self, name: str) -> list[str]:
         """All values of ``name`` in order; comma lists split for list headers."""
-        key = canonical_name(name)
-        if key in _KNOWN:
-            vals = [v for n, v in self.headers if n == key]
-            if key in _LIST_HEADERS:
-                out: list[str] = []
-                for v in vals:
-                    out.extend(split_header_values(v))
-                return out
+        key = _CANON_EXACT.get(name)
+        if key is None:
+            key = canonical_name(name)
+            if key not in _KNOWN:
+                low = name.lower()
+                return [v for n, v in self.headers if n.lower() == low]
+        vals = [v for n, v in self.headers if n == key]
+        if not vals or key not in _LIST_HEADERS:
             return vals
-        low = name.lower()
-        return [v for n, v in self.headers if n.lower() == low]
+        out: list[str] = []
+        for v in vals:
+            if "," in v:
+                out.extend(split_header_values(v))
+            else:  # split_header_values' answer for a single element, without the call
+                v = v.strip(_WS)
+                if v:
+                    out.append(v)
+        return out
 
     def has(self, name: str) -> bool:
         key = canonical_name(name)
@@ -792,17 +799,7 @@ class SipMessage:
     @property
     def branch(self) -> str | None:
         """The top Via's branch parameter (cheap: no full Via parse)."""
-        v = self.get("Via")
-        if v is None:
-            return None
-        _, semi, ptext = v.partition(";")
-        if not semi:
-            return None
-        if ptext[:7] == "branch=" and '"' not in ptext:
-            # fast path: branch is the first parameter (as every Via we write has it)
-            end = ptext.find(";", 7)
-            return (ptext[7:] if end < 0 else ptext[7:end]).strip(_WS)
-        return _param_of(ptext, "branch")
+        return branch_of(self.get("Via"))
 
     @property
     def from_tag(self) -> str | None:
@@ -967,8 +964,22 @@ def _param_of(ptext: str, name: str) -> str | None:
     return None
 
 
+def branch_of(via: str | None) -> str | None:
+    """The branch parameter of one Via value (``SipMessage.branch`` of its top Via)."""
+    if via is None:
+        return None
+    _, semi, ptext = via.partition(";")
+    if not semi:
+        return None
+    if ptext[:7] == "branch=" and '"' not in ptext:
+        # fast path: branch is the first parameter (as every Via we write has it)
+        end = ptext.find(";", 7)
+        return (ptext[7:] if end < 0 else ptext[7:end]).strip(_WS)
+    return _param_of(ptext, "branch")
+
+
 def _tag_of(v: str | None) -> str | None:
-    if v is None or "tag" not in v.lower():
+    if v is None or ("tag" not in v and "tag" not in v.lower()):
         return None
     if '"' in v:
         try:
@@ -977,6 +988,10 @@ def _tag_of(v: str | None) -> str | None:
             return None
     gt = v.rfind(">")
     ptext = v[gt + 1 :] if gt >= 0 else v
+    if ptext[:5] == ";tag=":  # fast path, the shape we write: the tag is the only parameter
+        val = ptext[5:]
+        if ";" not in val:
+            return val.strip(_WS)
     for part in ptext.split(";")[1:]:
         k, eq, val = part.partition("=")
         if k.strip(_WS).lower() == "tag":

@@ -133,6 +133,8 @@ class SipTimers:
 
 
 K = TypeVar("K", bound=Hashable)
+_heappush = heapq.heappush
+_heappop = heapq.heappop
 
 
 class DeadlineQueue(Generic[K]):
@@ -155,13 +157,14 @@ class DeadlineQueue(Generic[K]):
         return len(self._current)
 
     def update(self, owner: K, deadline: float | None) -> None:
+        current = self._current
         if deadline is None:
-            self._current.pop(owner, None)
+            current.pop(owner, None)
             return
-        if self._current.get(owner) == deadline:
+        if current.get(owner) == deadline:
             return
-        self._current[owner] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._counter), owner))
+        current[owner] = deadline
+        _heappush(self._heap, (deadline, next(self._counter), owner))
 
     def discard(self, owner: K) -> None:
         self._current.pop(owner, None)
@@ -172,23 +175,32 @@ class DeadlineQueue(Generic[K]):
             deadline, _, owner = heap[0]
             if current.get(owner) == deadline:
                 return
-            heapq.heappop(heap)
+            _heappop(heap)
 
     def earliest(self) -> float | None:
-        self._prune()
-        return self._heap[0][0] if self._heap else None
+        heap = self._heap
+        if heap:  # the usual case, inline: the top entry is still current
+            deadline, _, owner = heap[0]
+            if self._current.get(owner) == deadline:
+                return deadline
+            self._prune()
+            if heap:
+                return heap[0][0]
+        return None
 
     def due(self, now: float) -> list[K]:
         """Pop and return, earliest first, every owner whose deadline is at or before ``now``."""
         out: list[K] = []
         heap, current = self._heap, self._current
-        while True:
-            self._prune()
-            if not heap or heap[0][0] > now:
-                return out
-            _, _, owner = heapq.heappop(heap)
-            del current[owner]
-            out.append(owner)
+        while heap:
+            deadline, _, owner = heap[0]
+            if deadline > now:
+                break
+            _heappop(heap)
+            if current.get(owner) == deadline:  # else a stale entry: skip it
+                del current[owner]
+                out.append(owner)
+        return out
 
 
 def fire_due(timers: dict[str, float], now: float, retransmit: frozenset[str],
@@ -204,6 +216,13 @@ def fire_due(timers: dict[str, float], now: float, retransmit: frozenset[str],
     - a retransmission timer fires at most once per call: its handler reschedules it relative to
       ``now``, which is in the future of this call, so missed intervals are skipped, not replayed.
     """
+    if len(timers) == 1:  # the usual case (one linger timer): nothing to choose between
+        for name, deadline in timers.items():
+            if deadline <= now:
+                del timers[name]
+                fire(name, now)
+                break
+            return
     while timers:
         best_name = None
         best_key: tuple[int, float] | None = None

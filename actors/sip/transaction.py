@@ -23,8 +23,10 @@ Conventions, the same for every machine here (and for :mod:`actors.sip.failure_d
 - **Output.** ``datagrams_to_send()`` drains a list of ``(bytes, destination)``. Messages are
   encoded once when first sent; retransmissions resend the very same bytes. The destination is the
   opaque address given at construction (for server transactions: where the request came from).
-- **Events.** Everything for the TU is queued and drained with ``events()`` (a list of the frozen
-  dataclasses below, in the order they happened); methods return ``None``. Each event has a
+- **Events.** Everything for the TU is queued and drained with ``events()`` (a list of the
+  dataclasses below, in the order they happened; read-only by convention: they are not frozen
+  because a frozen dataclass's ``__init__`` costs several times more, and several are made per
+  message); methods return ``None``. Each event has a
   ``name`` class attribute (``"response"``, ``"timeout"``, ...) for logs and ``match`` statements.
 - **Errors.** A TU call the current state does not allow (a second final response, sending in
   Terminated, ...) raises :class:`TransactionStateError`. Messages from the network never raise
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from actors.sip.headers import MAGIC_COOKIE
-from actors.sip.message import _VIA_FAST
+from actors.sip.message import _VIA_FAST, branch_of
 from actors.sip.timers import Address, Datagram, SipTimers, fire_due
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,12 +91,12 @@ class TransactionMatchError(TransactionError, ValueError):
 # --------------------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class TransactionEvent:
     name: ClassVar[str] = "event"
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class RequestReceived(TransactionEvent):
     """A new request created a server transaction (only the layer emits this)."""
 
@@ -104,7 +106,7 @@ class RequestReceived(TransactionEvent):
     source: Address
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class ResponseReceived(TransactionEvent):
     """A response a client transaction passes up to the TU (1xx, the first non-2xx final, every
     2xx: in the RFC 6026 Accepted state 2xx retransmissions and forked 2xx still reach the TU,
@@ -115,7 +117,7 @@ class ResponseReceived(TransactionEvent):
     transaction: "Transaction"
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class AckReceived(TransactionEvent):
     """An ACK for a 2xx: either one that matched an INVITE server transaction in Accepted
     (``transaction`` set) or, from the layer, one that matched none (``transaction`` None)."""
@@ -126,7 +128,7 @@ class AckReceived(TransactionEvent):
     source: Address = None
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class StrayResponse(TransactionEvent):
     """A response that matched no client transaction (only the layer emits this): a 2xx
     retransmission after Timer M, or a response a proxy must forward statelessly."""
@@ -136,7 +138,7 @@ class StrayResponse(TransactionEvent):
     source: Address
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class TimedOut(TransactionEvent):
     """Timer B or F (client: the TU answers 408) or Timer H (server: the ACK never came)."""
 
@@ -145,7 +147,7 @@ class TimedOut(TransactionEvent):
     timer: str
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class TransportFailed(TransactionEvent):
     """The owner reported a transport error (e.g. ICMP unreachable) via ``transport_error()``."""
 
@@ -153,7 +155,7 @@ class TransportFailed(TransactionEvent):
     transaction: "Transaction"
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class TransactionTerminated(TransactionEvent):
     """The transaction reached Terminated (always the last event of a transaction)."""
 
@@ -164,13 +166,16 @@ class TransactionTerminated(TransactionEvent):
 # ------------------------------------------------------------------------------------- matching
 
 
-def _sent_by(msg: "SipMessage") -> tuple[str, int] | None:
-    try:
-        top = msg.get("Via")
-    except ValueError:  # SipParseError: a malformed top Via never matches anything else
-        return None
+def _sent_by(msg: "SipMessage", top: str | None = None) -> tuple[str, int] | None:
+    """The top Via's sent-by (host lower-cased, default port filled in); ``top``: that Via's
+    value when the caller has it already."""
     if top is None:
-        return None
+        try:
+            top = msg.get("Via")
+        except ValueError:  # SipParseError: a malformed top Via never matches anything else
+            return None
+        if top is None:
+            return None
     if _VIA_FAST(top) is not None:
         # the canonical shape (what the codec's fast check accepts): no full Via parse needed
         transport, _, rest = top[8:].partition(" ")
@@ -213,10 +218,14 @@ def server_key(msg: "SipMessage") -> tuple[Any, ...]:
     method = msg.method.upper()
     if method == "ACK":
         method = "INVITE"
-    branch = msg.branch
+    try:
+        top = msg.get("Via")
+    except ValueError:  # SipParseError: a malformed top Via never matches anything else
+        top = None
+    branch = branch_of(top)
     if branch and branch.startswith(MAGIC_COOKIE):
-        return ("3261", branch, _sent_by(msg), method)
-    return ("2543", msg.call_id, msg.cseq[0], msg.from_tag, msg.get("Via"), method)
+        return ("3261", branch, _sent_by(msg, top), method)
+    return ("2543", msg.call_id, msg.cseq[0], msg.from_tag, top, method)
 
 
 # ----------------------------------------------------------------------------------------- base
@@ -229,7 +238,13 @@ class Transaction:
     ``_LOCAL_INPUTS`` (inputs that come from the TU and raise when the table has no row),
     ``_STATE_TIMERS`` (the timers that may run in each state; leaving a state cancels the others),
     ``_RETRANSMIT_TIMERS`` and ``_TIMER_INPUTS`` (timer name -> input).
+
+    Every machine is on the hot path (several per module hop), hence ``__slots__`` throughout
+    the hierarchy and a ``_step`` that does no work for a transition that keeps the state.
     """
+
+    __slots__ = ("state", "destination", "timers", "ignored", "key", "_deadlines", "_outbox",
+                 "_events", "_on_change", "__weakref__")
 
     _TABLE: ClassVar[dict[tuple[Any, Any], tuple[Any, str | None]]]
     _LOCAL_INPUTS: ClassVar[frozenset[Any]]
@@ -237,15 +252,18 @@ class Transaction:
     _RETRANSMIT_TIMERS: ClassVar[frozenset[str]]
     _TIMER_INPUTS: ClassVar[dict[str, Any]]
     _TERMINATED: ClassVar[Any]
+    #: True for the client machines (the layer files a terminated transaction by this)
+    _IS_CLIENT: ClassVar[bool] = False
 
     def __init__(self, state: enum.Enum, destination: Address, timers: SipTimers) -> None:
-        if not isinstance(timers, SipTimers):
+        if type(timers) is not SipTimers and not isinstance(timers, SipTimers):
             raise TypeError(f"timers must be a SipTimers, got {type(timers).__name__}")
         self.state = state
         self.destination = destination
         self.timers = timers
         #: how many network messages the state table absorbed without a row (diagnostics)
         self.ignored = 0
+        self.key: Any = None
         self._deadlines: dict[str, float] = {}
         self._outbox: list[Datagram] = []
         self._events: list[TransactionEvent] = []
@@ -259,7 +277,10 @@ class Transaction:
 
     def get_timer(self) -> float | None:
         """The next absolute deadline, or ``None`` when no timer runs."""
-        return min(self._deadlines.values(), default=None)
+        deadlines = self._deadlines
+        if not deadlines:
+            return None
+        return min(deadlines.values())
 
     def timer_deadlines(self) -> dict[str, float]:
         """Running timers by RFC name (a copy; for tests and logs)."""
@@ -272,12 +293,14 @@ class Transaction:
 
     def datagrams_to_send(self) -> list[Datagram]:
         """Drain the ``(bytes, destination)`` pairs queued since the last call."""
-        out, self._outbox[:] = list(self._outbox), []
+        out = self._outbox[:]
+        self._outbox.clear()
         return out
 
     def events(self) -> list[TransactionEvent]:
         """Drain the events queued for the TU since the last call."""
-        out, self._events[:] = list(self._events), []
+        out = self._events[:]
+        self._events.clear()
         return out
 
     def transport_error(self, now: float) -> None:
@@ -299,34 +322,42 @@ class Transaction:
         self._on_change = on_change
 
     def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change(self)
+        on_change = self._on_change
+        if on_change is not None:
+            on_change(self)
 
     def _fire_timer(self, name: str, now: float) -> None:
         self._step(self._TIMER_INPUTS[name], now, name)
 
     def _step(self, inp: Any, now: float, arg: Any) -> bool:
         """Apply one input. Returns False when a network input was absorbed (no table row)."""
-        row = self._TABLE.get((self.state, inp))
+        old_state = self.state
+        row = self._TABLE.get((old_state, inp))
         if row is None:
             if inp in self._LOCAL_INPUTS:
-                raise TransactionStateError(type(self).__name__, self.state, inp.value)
+                raise TransactionStateError(type(self).__name__, old_state, inp.value)
             self.ignored += 1
             return False
         new_state, action = row
-        old_state = self.state
+        if new_state is old_state:
+            if action is not None:
+                getattr(self, action)(now, arg)
+            return True
         self.state = new_state
-        if new_state is not old_state:
-            allowed = self._STATE_TIMERS.get(new_state, frozenset())
-            for name in [n for n in self._deadlines if n not in allowed]:
-                del self._deadlines[name]
+        deadlines = self._deadlines
+        if deadlines:
+            allowed = self._STATE_TIMERS.get(new_state)
+            if allowed is None:
+                deadlines.clear()
+            else:
+                for name in [n for n in deadlines if n not in allowed]:
+                    del deadlines[name]
         if action is not None:
             getattr(self, action)(now, arg)
-        if new_state is not old_state:
-            self._enter(new_state, now)
-            if new_state is self._TERMINATED:
-                self._deadlines.clear()
-                self._events.append(TransactionTerminated(self))
+        self._enter(new_state, now)
+        if new_state is self._TERMINATED:
+            self._deadlines.clear()
+            self._events.append(TransactionTerminated(self))
         return True
 
     def _enter(self, state: Any, now: float) -> None:
@@ -340,5 +371,3 @@ class Transaction:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key!r} {self.state.name}>"
-
-    key: Any = None

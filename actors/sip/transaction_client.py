@@ -55,6 +55,7 @@ __all__ = [
 
 
 class ClientInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
     PROVISIONAL = "receive a 1xx"
     SUCCESS = "receive a 2xx"
     FAILURE = "receive a 300-699"
@@ -113,8 +114,10 @@ def build_cancel(request: "SipMessage") -> "SipMessage":
 
 
 class _ClientTransaction(Transaction):
+    __slots__ = ("request", "method", "_request_bytes")
     _LOCAL_INPUTS = frozenset()
     _TRANSPORT_ERROR = ClientInput.TRANSPORT_ERROR
+    _IS_CLIENT = True
 
     def __init__(self, request: "SipMessage", destination: Address, now: float,
                  state: enum.Enum, timers: SipTimers) -> None:
@@ -144,7 +147,9 @@ class _ClientTransaction(Transaction):
 
     def _receive_matched(self, response: "SipMessage", now: float) -> None:
         """:meth:`receive_response` for a response already matched by its key (the layer)."""
-        self._step(_classify(response.status), now, response)
+        status = response.status
+        self._step(_PROVISIONAL if status < 200 else _SUCCESS if status < 300 else _FAILURE,
+                   now, response)
         self._changed()
 
     # actions shared by both machines
@@ -162,6 +167,7 @@ class _ClientTransaction(Transaction):
 
 
 class InviteClientState(enum.Enum):
+    __hash__ = object.__hash__
     CALLING = "Calling"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -171,6 +177,7 @@ class InviteClientState(enum.Enum):
 
 _IC = InviteClientState
 _CI = ClientInput
+_PROVISIONAL, _SUCCESS, _FAILURE = _CI.PROVISIONAL, _CI.SUCCESS, _CI.FAILURE
 
 #: (state, input) -> (new state, action). A response without a row is absorbed.
 INVITE_CLIENT_TABLE: dict[tuple[InviteClientState, ClientInput],
@@ -205,6 +212,7 @@ class InviteClientTransaction(_ClientTransaction):
     ``TransportFailed`` ("transport_error"), ``TransactionTerminated`` ("terminated").
     """
 
+    __slots__ = ("ack", "_ack_bytes", "_a_interval")
     _TABLE = INVITE_CLIENT_TABLE
     _STATE_TIMERS = {
         _IC.CALLING: frozenset({"A", "B"}),
@@ -259,6 +267,7 @@ class InviteClientTransaction(_ClientTransaction):
 
 
 class NonInviteClientState(enum.Enum):
+    __hash__ = object.__hash__
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -298,6 +307,7 @@ class NonInviteClientTransaction(_ClientTransaction):
     ``TransactionTerminated``.
     """
 
+    __slots__ = ("_e_interval",)
     _TABLE = NON_INVITE_CLIENT_TABLE
     _STATE_TIMERS = {
         _NC.TRYING: frozenset({"E", "F"}),

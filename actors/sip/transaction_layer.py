@@ -140,15 +140,19 @@ class TransactionLayer:
             tx.handle_timer(now)
 
     def datagrams_to_send(self) -> list[Datagram]:
-        if not self._outbox:  # the usual case between messages
+        outbox = self._outbox
+        if not outbox:  # the usual case between messages
             return []
-        out, self._outbox[:] = list(self._outbox), []
+        out = outbox[:]  # the transactions hold this very list: empty it in place
+        outbox.clear()
         return out
 
     def events(self) -> list[TransactionEvent]:
-        if not self._events:
+        events = self._events
+        if not events:
             return []
-        out, self._events[:] = list(self._events), []
+        out = events[:]
+        events.clear()
         return out
 
     # -- lookups ---------------------------------------------------------------------------
@@ -182,13 +186,11 @@ class TransactionLayer:
         self._transaction_changed(tx)
 
     def _transaction_changed(self, tx: Transaction) -> None:
-        if tx.terminated:
+        if tx.state is tx._TERMINATED:
             self._deadlines.discard(tx)
-            table: dict[Any, Any] = (
-                self._clients
-                if isinstance(tx, (InviteClientTransaction, NonInviteClientTransaction))
-                else self._servers)
+            table: dict[Any, Any] = self._clients if tx._IS_CLIENT else self._servers
             if table.get(tx.key) is tx:
                 del table[tx.key]
         else:
-            self._deadlines.update(tx, tx.get_timer())
+            deadlines = tx._deadlines
+            self._deadlines.update(tx, min(deadlines.values()) if deadlines else None)

@@ -61,6 +61,7 @@ DEFAULT_TRYING_DELAY = 0.2
 
 
 class ServerInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash, no Python-level call
     REQUEST = "receive a request retransmission"
     ACK = "receive an ACK"
     TU_PROVISIONAL = "send a 1xx"
@@ -90,6 +91,7 @@ def _classify(status: int) -> ServerInput:
 
 
 class _ServerTransaction(Transaction):
+    __slots__ = ("request", "method", "last_response", "_last_bytes", "_cseq", "_branch")
     _LOCAL_INPUTS = _TU_INPUTS
     _TRANSPORT_ERROR = _SI.TRANSPORT_ERROR
 
@@ -101,6 +103,9 @@ class _ServerTransaction(Transaction):
         self.request = request
         self.key = server_key(request) if key is None else key
         self.method = request.method.upper()
+        # what every response of the TU must repeat (checked in send_response), read once
+        self._cseq = request.cseq
+        self._branch = request.branch
         #: the last response passed to the transport (bytes), resent on request retransmissions
         self.last_response: "SipMessage | None" = None
         self._last_bytes: bytes | None = None
@@ -118,19 +123,27 @@ class _ServerTransaction(Transaction):
 
     def _receive_matched(self, request: "SipMessage", now: float) -> None:
         """:meth:`receive_request` for a request already matched by its key (the layer)."""
-        inp = _SI.ACK if request.method.upper() == "ACK" else _SI.REQUEST
+        method = request.method
+        inp = _SI.ACK if method == "ACK" or method.upper() == "ACK" else _SI.REQUEST
         self._step(inp, now, request)
         self._changed()
 
     def send_response(self, response: "SipMessage", now: float) -> None:
         """The TU answers. Raises :class:`TransactionStateError` when the state forbids it (e.g.
         a second final response) and :class:`TransactionMatchError` for someone else's response."""
-        if response.is_request:
+        status = response.status
+        if status is None:
             raise ValueError("send_response needs a response")
-        if response.cseq != self.request.cseq or response.branch != self.request.branch:
+        if response.cseq != self._cseq or response.branch != self._branch:
             raise TransactionMatchError(
                 "the response's CSeq and top Via branch must be those of the request")
-        self._step(_classify(response.status), now, response)
+        if 200 <= status <= 299:
+            inp = _SI.TU_SUCCESS
+        elif 100 <= status <= 199:
+            inp = _SI.TU_PROVISIONAL
+        else:
+            inp = _classify(status)
+        self._step(inp, now, response)
         self._changed()
 
     # actions
@@ -155,6 +168,7 @@ class _ServerTransaction(Transaction):
 
 
 class InviteServerState(enum.Enum):
+    __hash__ = object.__hash__
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
     CONFIRMED = "Confirmed"
@@ -206,6 +220,7 @@ class InviteServerTransaction(_ServerTransaction):
     ``TransportFailed``, ``TransactionTerminated``.
     """
 
+    __slots__ = ("_provisional_bytes", "_g_interval")
     _TABLE = INVITE_SERVER_TABLE
     _STATE_TIMERS = {
         _IS.PROCEEDING: frozenset({"Trying"}),
@@ -283,6 +298,7 @@ class InviteServerTransaction(_ServerTransaction):
 
 
 class NonInviteServerState(enum.Enum):
+    __hash__ = object.__hash__
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -318,6 +334,7 @@ class NonInviteServerTransaction(_ServerTransaction):
     Events: ``TransportFailed``, ``TransactionTerminated``.
     """
 
+    __slots__ = ()
     _TABLE = NON_INVITE_SERVER_TABLE
     _STATE_TIMERS = {_NS.COMPLETED: frozenset({"J"})}
     _RETRANSMIT_TIMERS = frozenset()

@@ -70,3 +70,31 @@ def test_fire_due_prefers_a_due_timeout_and_ignores_early_calls():
     assert fired == [] and timers == {"A": 0.5, "B": 32.0}
     fire_due(timers, 40.0, frozenset({"A"}), lambda n, t: fired.append(n))
     assert fired[0] == "B"
+
+
+def test_deadline_queue_due_skips_stale_entries_at_or_before_now():
+    q: DeadlineQueue[str] = DeadlineQueue()
+    q.update("a", 1.0)
+    q.update("a", 3.0)  # the 1.0 entry is stale and due: it must not fire "a"
+    q.update("b", 2.0)
+    q.update("c", 0.5)
+    q.discard("c")
+    assert q.due(2.5) == ["b"]
+    assert q.earliest() == 3.0 and len(q) == 1
+    q.update("a", 2.8)  # moved earlier again: fires once, at the earlier time
+    assert q.due(2.9) == ["a"]
+    assert q.due(10.0) == [] and q.earliest() is None
+
+
+def test_fire_due_with_one_timer_fires_it_once_late_and_keeps_its_re_arm():
+    timers = {"A": 1.0}
+    fired = []
+
+    def fire(name: str, now: float) -> None:
+        fired.append((name, now))
+        timers["A"] = now + 1.0  # a retransmission timer re-arms from now
+
+    fire_due(timers, 0.9, frozenset({"A"}), fire)
+    assert fired == [] and timers == {"A": 1.0}
+    fire_due(timers, 5.0, frozenset({"A"}), fire)  # four intervals late: fires once
+    assert fired == [("A", 5.0)] and timers == {"A": 6.0}
