@@ -50,9 +50,9 @@ typedef struct {
 #define HIST_BUCKETS ((36 - HIST_SUB_BITS + 2) * HIST_HALF)
 
 typedef struct {
-    uint32_t counts[HIST_BUCKETS];
-    uint64_t total;
+    uint64_t total; /* before the buckets: next to the flow's other per-packet fields */
     uint64_t max_us;
+    uint32_t counts[HIST_BUCKETS];
 } mc_hist;
 
 unsigned mc_hist_index(uint64_t us);
@@ -72,6 +72,8 @@ uint64_t mc_hist_percentile(const mc_hist *h, double q); /* q in [0,100]; 0 when
 #define MC_OUT_CAP (RTP_HEADER_SIZE + RP_EXT_CAP + RP_CAP)
 
 typedef struct {
+    /* Hot scalars first and the big arrays (histogram, repacketization buffer) last: with
+     * thousands of flows each packet finds its flow cold, and this keeps it to few cache lines. */
     /* cumulative */
     uint64_t packets, bytes, payload_bytes;
     uint32_t ssrc;
@@ -88,22 +90,22 @@ typedef struct {
     int64_t iv_latency_sum_ns;
     int64_t iv_start_ns;
     uint64_t record_seq;
-    mc_hist hist;
-    uint64_t drops[MC_N_DROPS];
-    /* repacketization */
-    uint8_t rp_buf[RP_CAP];
+    /* repacketization state (its buffers below) */
     size_t rp_len;
     unsigned rp_target;
     uint32_t rp_ts;
     uint16_t rp_seq;
     int rp_seq_init;
     unsigned rp_pt, rp_marker;
-    uint8_t rp_ext[RP_EXT_CAP]; /* raw extension block (4-byte header + body) */
     size_t rp_ext_len;
     /* recording (record=True flows) */
     int record;
     uint8_t *rec;
     size_t rec_len, rec_cap, rec_limit;
+    uint64_t drops[MC_N_DROPS];
+    mc_hist hist;
+    uint8_t rp_ext[RP_EXT_CAP]; /* raw extension block (4-byte header + body) */
+    uint8_t rp_buf[RP_CAP];
 } mc_flow;
 
 /* One output datagram, written by mc_apply into caller memory of MC_OUT_CAP bytes. */

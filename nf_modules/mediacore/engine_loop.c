@@ -1,6 +1,7 @@
 /*
  * engine_loop.c: the media engine's packet thread (see engine_loop.h).  Runs without the GIL;
- * every function here is called with the engine's mutex held.
+ * every function here is called with the engine's mutex held, except the waits of
+ * mc_engine_main (epoll_wait and coalesce_wait).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* recvmmsg, sendmmsg */
@@ -30,7 +31,15 @@ void mc_flush_sends(mc_engine *e)
         size_t run = 1;
         while (i + run < e->nsend && e->sfd[i + run] == e->sfd[i])
             run++;
-        int r = sendmmsg(e->sfd[i], &e->smsg[i], (unsigned)run, MSG_DONTWAIT);
+        int r;
+        if (run == 1) { /* a lone datagram (the common case with a socket per flow): sendto is cheaper */
+            struct msghdr *m = &e->smsg[i].msg_hdr;
+            r = sendto(e->sfd[i], e->siov[i].iov_base, e->siov[i].iov_len, MSG_DONTWAIT, m->msg_name, m->msg_namelen) < 0
+                    ? -1
+                    : 1;
+        } else {
+            r = sendmmsg(e->sfd[i], &e->smsg[i], (unsigned)run, MSG_DONTWAIT);
+        }
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -46,7 +55,9 @@ void mc_flush_sends(mc_engine *e)
 
 static void send_outputs(mc_engine *e, flow_t *fl, const uint8_t *p, size_t n, const rtp_header *h)
 {
-    if (e->send_cap - e->nsend < MC_MAX_OUTS)
+    /* Pending outputs leave as soon as another socket's begin: with a socket per flow nothing
+     * would batch with them, and the rest of the wake-up's flows need not delay them. */
+    if (e->send_cap - e->nsend < MC_MAX_OUTS || (e->nsend && e->sfd[e->nsend - 1] != fl->out_fd))
         mc_flush_sends(e);
     size_t k = mc_apply(&fl->core, &fl->rule, p, n, h, &e->souts[e->nsend]);
     if (k && fl->dest_len == 0) { /* forward without a route cannot be configured; belt and braces */
@@ -125,11 +136,38 @@ void mc_drop_hold_queue(flow_t *fl, uint64_t *counter)
     fl->hq_len = 0;
 }
 
+static void receive_datagrams(mc_engine *e, flow_t *fl, int r)
+{
+    int64_t now = mc_mono_ns();
+    e->rx += (uint64_t)r;
+    for (int i = 0; i < r; i++) {
+        size_t n = e->rmsg[i].msg_len;
+        if (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            fl->core.drops[DROP_TRUNCATED]++;
+            continue;
+        }
+        flow_input(e, fl, e->rbuf + (size_t)i * MC_MAX_PACKET, n, now);
+    }
+}
+
 static void receive_flow(mc_engine *e, size_t slot, uint32_t gen)
 {
     flow_t *fl = slot < e->nslots ? e->flows[slot] : NULL;
     if (!fl || fl->gen != gen)
         return; /* an event from before remove_flow: its packets were counted there */
+    int consecutive = fl->rx_wake + 1 == e->wake_seq;
+    fl->rx_wake = e->wake_seq;
+    if (!fl->rx_batch && !consecutive) {
+        /* One datagram per wake-up (a low-rate flow): a recvmmsg would pay a second, empty
+         * receive to learn that.  Level-triggered epoll reports the socket again if more wait. */
+        e->riov[0].iov_len = MC_MAX_PACKET;
+        ssize_t n = recvmsg(fl->fd, &e->rmsg[0].msg_hdr, MSG_DONTWAIT);
+        if (n < 0)
+            return;
+        e->rmsg[0].msg_len = (unsigned)n;
+        receive_datagrams(e, fl, 1);
+        return;
+    }
     /* Read while full batches keep coming (bounded, for fairness between flows): one epoll_wait
      * per burst instead of one per batch. */
     for (int round = 0; round < RECV_ROUNDS_MAX; round++) {
@@ -138,16 +176,9 @@ static void receive_flow(mc_engine *e, size_t slot, uint32_t gen)
         int r = recvmmsg(fl->fd, e->rmsg, (unsigned)e->batch, MSG_DONTWAIT, NULL);
         if (r <= 0)
             return;
-        int64_t now = mc_mono_ns();
-        e->rx += (uint64_t)r;
-        for (int i = 0; i < r; i++) {
-            size_t n = e->rmsg[i].msg_len;
-            if (e->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                fl->core.drops[DROP_TRUNCATED]++;
-                continue;
-            }
-            flow_input(e, fl, e->rbuf + (size_t)i * MC_MAX_PACKET, n, now);
-        }
+        if (round == 0)
+            fl->rx_batch = r > 1; /* one came: back to recvmsg unless it stays ready */
+        receive_datagrams(e, fl, r);
         if (r < e->batch)
             return;
         mc_flush_sends(e);
@@ -279,20 +310,35 @@ static void arm_timer(mc_engine *e)
     e->armed_ns = due;
 }
 
+/* Under load, let ready sockets accumulate until `until` (see engine_loop.h); EINTR just retries. */
+static void coalesce_wait(int64_t until)
+{
+    struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
 void *mc_engine_main(void *arg)
 {
     mc_engine *e = arg;
-    struct epoll_event evs[64];
+    struct epoll_event evs[EPOLL_EVENTS_MAX];
+    int64_t coalesce_until = 0;
     for (;;) {
-        int n = epoll_wait(e->epfd, evs, 64, -1);
+        if (coalesce_until)
+            coalesce_wait(coalesce_until);
+        int n = epoll_wait(e->epfd, evs, EPOLL_EVENTS_MAX, -1);
+        int64_t woke = mc_mono_ns();
+        int flows = 0;
         pthread_mutex_lock(&e->lock);
         if (!e->running) {
             pthread_mutex_unlock(&e->lock);
             break;
         }
+        e->wake_seq++;
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64, kind = tag >> 62, junk;
             if (kind == TAG_FLOW) {
+                flows++;
                 receive_flow(e, (size_t)(tag & 0xFFFFFFFFu), (uint32_t)((tag >> 32) & 0x3FFFFFFFu));
             } else if (kind == TAG_WAKE) {
                 ssize_t r = read(e->wakefd, &junk, sizeof junk);
@@ -314,6 +360,14 @@ void *mc_engine_main(void *arg)
         metadata_tick(e, now);
         mc_flush_sends(e);
         arm_timer(e);
+        coalesce_until = 0;
+        if (flows >= COALESCE_MIN_FLOWS && n < EPOLL_EVENTS_MAX) {
+            coalesce_until = woke + COALESCE_NS;
+            if (e->armed_ns != INT64_MAX && e->armed_ns < coalesce_until)
+                coalesce_until = e->armed_ns; /* a generator or the metadata tick is due sooner */
+            if (coalesce_until <= now)
+                coalesce_until = 0;
+        }
         pthread_mutex_unlock(&e->lock);
     }
     return NULL;
@@ -427,5 +481,6 @@ int mc_engine_setup(mc_engine *e, int batch, int64_t md_interval_ns, size_t hold
     e->next_md_ns = mc_mono_ns() + e->md_interval_ns;
     e->armed_ns = 0;
     e->gen_due_min = INT64_MAX;
+    e->wake_seq = 1; /* a new flow (rx_wake 0) is not taken for one served by the previous wake-up */
     return 0;
 }

@@ -344,3 +344,62 @@ def test_many_flows_with_slot_reuse(native: bool) -> None:
     finally:
         for s in [rx, tx, *flows.values()]:
             s.close()
+
+
+def test_many_low_rate_flows_each_packet_forwarded_once_in_order(native: bool) -> None:
+    """More ready flows per wake-up than the C loop's coalescing threshold (it then lets sockets
+    accumulate for a bounded time): every packet still leaves once, each flow in order."""
+    n_flows, rounds = 48, 5
+    rx, tx = udp(), udp()
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    flows = [udp() for _ in range(n_flows)]
+    eng = MediaEngine(native=native)
+    try:
+        for i, s in enumerate(flows):
+            eng.add_flow(i, s, forward_to(rx))
+            tx.sendto(rtp(0, ssrc=i), s.getsockname())
+        eng.start()  # its first wake-up finds every flow ready
+        for seq in range(1, rounds):
+            for i, s in enumerate(flows):
+                tx.sendto(rtp(seq, ssrc=i), s.getsockname())
+        seen: dict[int, list[int]] = {}
+        for data in recv_n(rx, n_flows * rounds):
+            p = parse_rtp(data)
+            seen.setdefault(p.ssrc, []).append(p.sequence_number)
+        assert seen == {i: list(range(rounds)) for i in range(n_flows)}
+        assert nothing_waiting(rx)
+        stats = eng.stats()
+        assert (stats["rx"], stats["tx"]) == (n_flows * rounds, n_flows * rounds)
+    finally:
+        eng.close()
+        for s in [rx, tx, *flows]:
+            s.close()
+
+
+def test_low_rate_flow_then_burst_then_low_rate_again(native: bool, socks) -> None:
+    """A flow read one datagram per wake-up (the C loop's recvmsg mode) that suddenly gets a
+    burst: what is queued behind the first datagram leaves without waiting for more traffic,
+    and the flow keeps working once it is quiet again."""
+    flow, rx, tx = socks
+    flow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    with MediaEngine(native=native) as eng:
+        eng.add_flow(1, flow, forward_to(rx))
+        eng.start()
+        seq = 0
+        for _ in range(3):  # one at a time: the low-rate path
+            tx.sendto(rtp(seq), flow.getsockname())
+            assert parse_rtp(recv_n(rx, 1)[0]).sequence_number == seq
+            seq += 1
+        burst = 200
+        for _ in range(burst):
+            tx.sendto(rtp(seq), flow.getsockname())
+            seq += 1
+        got = [parse_rtp(d).sequence_number for d in recv_n(rx, burst)]
+        assert got == list(range(3, 3 + burst))
+        for _ in range(3):  # quiet again
+            tx.sendto(rtp(seq), flow.getsockname())
+            assert parse_rtp(recv_n(rx, 1)[0]).sequence_number == seq
+            seq += 1
+        assert nothing_waiting(rx)
+        assert eng.flow_stats(1).packets == seq
