@@ -48,6 +48,7 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "CHARGING_KINDS",
     "IMS_KINDS",
     "MODES",
     "Link",
@@ -79,6 +80,9 @@ IMS_KINDS = frozenset(
         "mrfp",
     }
 )
+
+#: The optional charging taps (``topologies/charging.toml``): the LTE PGW and the PCRF.
+CHARGING_KINDS = frozenset({"pgw", "pcrf"})
 
 _TOP_KEYS = ("description", "domain", "mode", "seed", "capacity", "nf", "link")
 _NF_KEYS = ("kind", "host", "port", "process", "capacity", "options")

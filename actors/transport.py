@@ -34,6 +34,20 @@ the endpoint and the code above it never know whether they are under test. A sea
 (held datagrams, random streams); give each endpoint its own instance. Replacing a seam discards
 whatever the old one still holds. See :class:`actors.impairment.LinkImpairment` for the standard
 seam (loss, delay, jitter, duplication, reordering, corruption, blackhole, partitions).
+
+Several faults on one endpoint
+------------------------------
+``add_seam(seam)`` / ``remove_seam(seam)`` stack seams in a :class:`SeamStack` instead of replacing
+``endpoint.seam``, so independent faults (a delay here, a partition there) and observers can share
+one endpoint. ``add_seam(seam, tap=True)`` puts the seam at the socket side of every other layer:
+a tap sees what actually reaches the wire outbound and what arrived from it inbound.
+
+Finding endpoints
+-----------------
+Every open endpoint registers itself by its bound address: :func:`endpoint_at` finds the one bound
+on ``(host, port)`` and :func:`open_endpoints` lists them all, so fault injectors can reach an NF's
+socket from its address alone. The registry holds weak references and is safe to read from any
+thread; act on an endpoint only on its own loop (:attr:`UdpEndpoint.loop`).
 """
 
 from __future__ import annotations
@@ -41,6 +55,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -52,12 +68,15 @@ __all__ = [
     "INBOUND",
     "OUTBOUND",
     "Address",
+    "SeamStack",
     "DatagramHandler",
     "EndpointStats",
     "SeamItem",
     "TimedSeam",
     "TransportSeam",
     "UdpEndpoint",
+    "endpoint_at",
+    "open_endpoints",
 ]
 
 #: A transport address as asyncio gives it: ``(host, port)`` (IPv6 sockets add flowinfo, scope_id).
@@ -95,6 +114,144 @@ class TimedSeam(TransportSeam, Protocol):
     def next_deadline(self) -> float | None: ...
 
     def poll(self, now: float) -> Iterable[tuple[str, float, bytes, Address]]: ...
+
+# ---------------------------------------------------------------------- registry of open endpoints
+
+_registry: weakref.WeakValueDictionary[tuple[Any, ...], UdpEndpoint] = weakref.WeakValueDictionary()
+_registry_lock = threading.Lock()
+
+
+def _address_key(addr: Address) -> tuple[Any, ...]:
+    return tuple(addr[:2])
+
+
+def endpoint_at(address: Address) -> UdpEndpoint | None:
+    """The open endpoint of this process bound on ``address`` (``(host, port)``), if any. Any thread."""
+    with _registry_lock:
+        endpoint = _registry.get(_address_key(address))
+    return None if endpoint is None or endpoint.closing else endpoint
+
+
+def open_endpoints() -> list[UdpEndpoint]:
+    """Every open endpoint of this process, in no particular order. Any thread."""
+    with _registry_lock:
+        endpoints = list(_registry.values())
+    return [e for e in endpoints if not e.closing]
+
+
+def _register(endpoint: UdpEndpoint) -> None:
+    if endpoint.local_address:
+        with _registry_lock:
+            _registry[_address_key(endpoint.local_address)] = endpoint
+
+
+def _unregister(endpoint: UdpEndpoint) -> None:
+    if endpoint.local_address:
+        key = _address_key(endpoint.local_address)
+        with _registry_lock:
+            if _registry.get(key) is endpoint:
+                del _registry[key]
+
+
+# ---------------------------------------------------------------------- stacked seams
+
+
+class SeamStack:
+    """Seams in series on one endpoint: ``layers`` (app side first) and ``taps`` (socket side).
+
+    Change it with :meth:`add` / :meth:`remove` (or the endpoint's ``add_seam``/``remove_seam``).
+
+    Outbound a datagram goes through ``layers`` in order, then ``taps``; inbound through ``taps``
+    then ``layers`` in reverse, so the first layer is always the one nearest the endpoint's user.
+    Each layer's delays add to the delays of the layers before it; every layer sees the ``now``
+    at which the datagram entered the stack. A timed layer's released datagrams continue through
+    the layers after it. Runs on the endpoint's loop thread, like any seam.
+    """
+
+    def __init__(self, layers: Iterable[TransportSeam] = (), taps: Iterable[TransportSeam] = ()) -> None:
+        self._layers: tuple[TransportSeam, ...] = tuple(layers)
+        self._taps: tuple[TransportSeam, ...] = tuple(taps)
+        self._refresh()
+
+    @property
+    def layers(self) -> tuple[TransportSeam, ...]:
+        return self._layers
+
+    @property
+    def taps(self) -> tuple[TransportSeam, ...]:
+        return self._taps
+
+    def add(self, seam: TransportSeam, *, tap: bool = False) -> None:
+        if tap:
+            self._taps = (*self._taps, seam)
+        else:
+            self._layers = (*self._layers, seam)
+        self._refresh()
+
+    def remove(self, seam: TransportSeam) -> bool:
+        """Take ``seam`` out (by identity); ``False`` if it is not in the stack."""
+        layers = tuple(s for s in self._layers if s is not seam)
+        taps = tuple(s for s in self._taps if s is not seam)
+        if len(layers) + len(taps) == len(self):
+            return False
+        self._layers, self._taps = layers, taps
+        self._refresh()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._layers) + len(self._taps)
+
+    def _refresh(self) -> None:
+        # Orders per direction, computed once per change rather than per datagram.
+        self._orders = {
+            OUTBOUND: (*self._layers, *self._taps),
+            INBOUND: (*self._taps, *reversed(self._layers)),
+        }
+
+    def _order(self, direction: str) -> tuple[TransportSeam, ...]:
+        return self._orders[direction]
+
+    def _through(
+        self, direction: str, seams: tuple[TransportSeam, ...], items: list[SeamItem], now: float
+    ) -> list[SeamItem]:
+        for seam in seams:
+            step = seam.outbound if direction == OUTBOUND else seam.inbound
+            out: list[SeamItem] = []
+            for delay, data, addr in items:
+                for extra, data2, addr2 in step(data, addr, now):
+                    out.append((delay + extra, data2, addr2))
+            items = out
+            if not items:
+                break
+        return items
+
+    def outbound(self, data: bytes, addr: Address, now: float) -> list[SeamItem]:
+        return self._through(OUTBOUND, self._order(OUTBOUND), [(0.0, data, addr)], now)
+
+    def inbound(self, data: bytes, addr: Address, now: float) -> list[SeamItem]:
+        return self._through(INBOUND, self._order(INBOUND), [(0.0, data, addr)], now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            d
+            for seam in self._orders[OUTBOUND]
+            if callable(getattr(seam, "next_deadline", None)) and (d := seam.next_deadline()) is not None  # type: ignore[attr-defined]
+        ]
+        return min(deadlines) if deadlines else None
+
+    def poll(self, now: float) -> list[tuple[str, float, bytes, Address]]:
+        out: list[tuple[str, float, bytes, Address]] = []
+        for seam in self._orders[OUTBOUND]:
+            if not callable(getattr(seam, "poll", None)):
+                continue
+            for direction, delay, data, addr in seam.poll(now):  # type: ignore[attr-defined]
+                order = self._order(direction)
+                rest = order[order.index(seam) + 1 :]
+                out.extend((direction, d, x, a) for d, x, a in self._through(direction, rest, [(delay, data, addr)], now))
+        return out
+
+    def __repr__(self) -> str:
+        return f"SeamStack(layers={self.layers!r}, taps={self.taps!r})"
 
 
 @dataclass(slots=True)
@@ -277,6 +434,35 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if self._seam_timed and not self._closing:
             self._rearm_seam_timer()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this endpoint lives on: call its methods there only."""
+        return self._loop
+
+    def add_seam(self, seam: TransportSeam, *, tap: bool = False) -> None:
+        """Stack ``seam`` on this endpoint (loop thread). See "Several faults on one endpoint".
+
+        ``tap=True`` puts it at the socket side of every other layer. A seam installed by plain
+        assignment stays, as the first layer of the stack.
+        """
+        if not (callable(getattr(seam, "outbound", None)) and callable(getattr(seam, "inbound", None))):
+            raise TypeError(f"a seam needs outbound() and inbound(), got {type(seam).__name__}")
+        current = self._seam
+        stack = current if isinstance(current, SeamStack) else SeamStack([] if current is None else [current])
+        stack.add(seam, tap=tap)
+        self.seam = stack
+
+    def remove_seam(self, seam: TransportSeam) -> bool:
+        """Take ``seam`` off this endpoint (loop thread); ``False`` if it was not there."""
+        current = self._seam
+        if current is seam:
+            self.seam = None
+            return True
+        if not isinstance(current, SeamStack) or not current.remove(seam):
+            return False
+        self.seam = current if len(current) else None
+        return True
+
     def send(self, data: bytes, addr: Address) -> None:
         """Send one datagram to ``addr`` (through the seam, if any). Never blocks.
 
@@ -307,6 +493,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         for handle in self._delayed.values():
             handle.cancel()
         self._delayed.clear()
+        _unregister(self)
         if self._transport is not None:
             self._transport.close()
         elif not self._closed.done():
@@ -333,6 +520,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
         sockname = transport.get_extra_info("sockname")
         self._local_address = tuple(sockname[:2]) if sockname else ()
+        _register(self)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         stats = self.stats
@@ -366,6 +554,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        _unregister(self)
         self._cancel_seam_timer()
         for handle in self._delayed.values():
             handle.cancel()

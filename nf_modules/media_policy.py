@@ -15,6 +15,9 @@ forwards the call::
     300-699, BYE (either way), CANCEL during the set-up, Timer B --> BYE to the MRFC (Ended,
                    MRFP ports released); the call's messages are forwarded as usual
 
+The MRF INVITE names the call's subscribers (``Mrf-Subscribers: A=<caller>;B=<callee>``, from the
+call's From and To) for the MRF's usage reports to the PCRF.
+
 The MRF dialog's in-dialog requests are UPDATEs (RFC 3311: they change session state without
 touching the MRFC's offer/answer the way a re-INVITE would, and need no ACK); they are sent one
 at a time per call, in order (RFC 3311 5.1: no second UPDATE while one is pending); a BYE
@@ -27,6 +30,14 @@ Timer B / an ICMP error, whichever comes first) or refusing with 503 -> **503**;
 refusal or an unusable 200 -> **500**; the caller's SDP unreadable -> **488**. An initial INVITE
 without SDP (a late offer) is not anchored and passes through untouched.
 
+Media scripts (paper ``004`` V-A, Fig. 3a): the Media Policy runs the AS's HTTP script server
+(:class:`~nf_modules.media_scripts.ScriptServer`, aiohttp on the actor's loop) and puts its root
+script's URL in the MRF INVITE (``Mrf-Script``); the MRFC fetches from there. Options:
+``scripts`` (a :class:`~nf_modules.media_scripts.ScriptLibrary` or its mapping; default: the
+built-in library), ``script_server`` (``False``: none, the MRFC runs its built-in script),
+``script_capacity`` (HTTP requests served per second, ``None``: unlimited),
+``script_queue_limit``, ``script_port``.
+
 Per-call state (:class:`MrfCall`) lives in ``calls`` keyed by the call's Call-ID from the initial
 INVITE until the call ends; our transactions towards the MRFC are in ``_mrf`` until they
 terminate. Everything runs on the actor's loop; ``_anchor`` is an ``async`` hook that awaits the
@@ -37,16 +48,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from actors.sip.dialog import Dialog, DialogError
-from actors.sip.headers import new_call_id, new_tag
+from actors.sip.headers import new_call_id, new_tag, parse_name_addr
 from actors.sip.message import SipMessage
 from actors.sip.transaction import Transaction
 from actors.sip_actor import Address
 from nf_modules.ims_module import ImsModule
-from nf_modules.mrfc import MRF_EVENT_HEADER, bridge_uri
+from nf_modules.media_scripts import ScriptLibrary, ScriptServer
+from nf_modules.mrfc import MRF_EVENT_HEADER, MRF_SCRIPT_HEADER, MRF_SUBSCRIBERS_HEADER, bridge_uri
 from nf_modules.sdp import SdpError, audio_address, is_sdp, mrf_sides, rewrite_audio
 from nf_modules.sip_proxy import uri_address
 
@@ -99,14 +112,52 @@ class MediaPolicy(ImsModule):
         *,
         mrfc: Address | None = None,
         mrf_timeout: float = 2.0,
+        scripts: ScriptLibrary | Mapping[str, Any] | None = None,
+        script_server: bool = True,
+        script_capacity: float | None = None,
+        script_queue_limit: int = 100,
+        script_port: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, bind, **kwargs)
         self.mrfc = tuple(mrfc) if mrfc else None
         self.mrf_timeout = mrf_timeout
+        library = scripts if isinstance(scripts, ScriptLibrary) else ScriptLibrary(scripts)
+        self.scripts: ScriptServer | None = (
+            ScriptServer(library, capacity=script_capacity, queue_limit=script_queue_limit)
+            if script_server else None)
+        self.script_url: str | None = None
+        self._script_port = script_port
         self.calls: dict[str, MrfCall] = {}
         self._mrf: dict[Transaction, MrfCall] = {}  # our client transactions towards the MRFC
         self._mrf_finals: dict[Transaction, asyncio.Future[SipMessage]] = {}
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.scripts is not None:
+            self.scripts.clock = self.clock
+            self.script_url = await self.scripts.start(self.address[0], self._script_port)
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        if self.scripts is not None:
+            await self.scripts.close()
+
+    async def on_failure(self, *exc_info: Any) -> None:
+        super().on_failure(*exc_info)
+        if self.scripts is not None:
+            await self.scripts.close()
+
+    def get_script_url(self) -> str | None:
+        """The root media script's URL (what the MRF INVITE carries), or ``None``."""
+        return self.script_url
+
+    def get_script_stats(self) -> dict[str, Any]:
+        """The script server's counters: ``fetches``, ``fetch_<name>``, ``rejected_503`` ...,
+        and its queue (``admitted``, ``queue_length``, ``utilisation``)."""
+        if self.scripts is None:
+            return {}
+        return {**self.scripts.stats, **self.scripts.rate.stats(self.now)}
 
     def set_mrfc(self, address: Address | None) -> None:
         """Point the MRF set-up at another MRFC (topology wiring, failover)."""
@@ -208,6 +259,8 @@ class MediaPolicy(ImsModule):
                 ("Call-ID", new_call_id(host)),
                 ("CSeq", "1 INVITE"),
                 ("Contact", local),
+                *([(MRF_SCRIPT_HEADER, self.script_url)] if self.script_url else []),
+                *([(MRF_SUBSCRIBERS_HEADER, subscribers)] if (subscribers := _subscribers(request)) else []),
                 ("Content-Type", "application/sdp"),
             ],
             request.body,
@@ -399,3 +452,16 @@ class MediaPolicy(ImsModule):
             self.send_response(transaction, response)
         except Exception:  # noqa: BLE001  (already answered: 487 after CANCEL)
             pass
+
+
+def _subscribers(request: SipMessage) -> str:
+    """``A=<caller>;B=<callee>`` from the call INVITE's From and To users ('' if neither)."""
+    parts = []
+    for side, header in (("A", "From"), ("B", "To")):
+        try:
+            user = parse_name_addr(request.get(header) or "").uri.user
+        except ValueError:
+            user = None
+        if user and ";" not in user and "=" not in user:
+            parts.append(f"{side}={user}")
+    return ";".join(parts)

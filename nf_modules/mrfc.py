@@ -20,17 +20,29 @@ Fig. 5c machine (``mrf_dialog.py``: Start, Created, Progressing, Connected, Ende
     BYE     -> release the ports on the MRFP, 200, -> Ended
     CANCEL  -> 200, 487 for the INVITE still being set up (its ports are released)
 
-Unknown dialogs get 481, a Request-URI that is not ``bridge=...`` 404, an INVITE without a
+A BYE or UPDATE of a dialog this MRFC does not know whose Request-URI names a bridge (the MRFC's
+2xx Contact is the dialog's ``bridge=`` URI, so every in-dialog request carries it) is the work of
+an MRFC that failed and was replaced by this one (paper ``004`` VI-B): the BYE releases the bridge
+on the MRFP, the UPDATE's SDP re-points its side, and either is answered 200 (``mrf_adopted_*``).
+Meanwhile the MRFP kept forwarding with the last instructions. Other unknown dialogs get 481, a
+Request-URI that is not ``bridge=...`` 404, an INVITE without a
 readable SDP offer 488, a second INVITE for a live bridge 486, an event the state machine
 refuses (``progress`` once Connected, say) 400 (counted). MRFP trouble: an allocation refused
 or unanswered 503; an update unanswered 503, refused 500 (481 if the MRFP has no such bridge); a
 release that fails is counted and the BYE still gets its 200.
 
-The code has the paper's two parts (Fig. 1): the **Media Control** turns session metadata (SDP
-offers and answers, call events) into instructions for the media plane
-(:class:`MediaControl`; the media issue adds media scripts here), and the **Resource
-Controller** carries them out on the MRFP over the control protocol
-(:class:`ResourceController`). ``Mrfc`` is the SIP side that drives both.
+The code has the paper's two parts (Fig. 1): the **Media Control** turns session data into
+instructions for the media plane (``media_control.py``: SDP -> where the MRFP sends each side's
+media; metadata from the MRFP's Media Update -> control instructions, by running the call's media
+script, fetched over HTTP from the AS), and the **Resource Controller** carries the former out on
+the MRFP over the control protocol (:class:`ResourceController`). ``Mrfc`` is the SIP side that
+drives both. The script of a call is the URL in the AS's INVITE header ``Mrf-Script`` (else the
+``script_url`` option, else the built-in default script, no HTTP). The MRFC's control port serves
+``instructions(bridge_id, side, sets)`` to Media Update; its address goes to the MRFP with each
+``allocate`` (``controller``). ``mode`` (``baseline``/``refactored``), ``media_capacity`` and
+``media_queue_limit`` are the Media Control's (see ``media_control.py``). The AS names the call's
+subscribers in ``Mrf-Subscribers: A=<caller>;B=<callee>``; they go to the MRFP with ``allocate``
+for its usage reports to the PCRF.
 
 Everything runs on the actor's loop; hooks that wait for the MRFP are ``async`` and interleave
 with other SIP input at their ``await`` points.
@@ -57,11 +69,14 @@ from nf_modules.mrf_dialog import (
     MrfState,
     MrfTransitionError,
 )
-from nf_modules.sdp import SdpError, audio_address, is_sdp, mrf_answer
+from nf_modules.media_control import MediaControl, MediaInstruction, ScriptFetcher
+from nf_modules.sdp import SdpError, is_sdp, mrf_answer
 
 __all__ = [
     "BRIDGE_PREFIX",
     "MRF_EVENT_HEADER",
+    "MRF_SCRIPT_HEADER",
+    "MRF_SUBSCRIBERS_HEADER",
     "BridgeResources",
     "MediaControl",
     "MediaInstruction",
@@ -70,10 +85,13 @@ __all__ = [
     "bridge_id_of",
     "bridge_uri",
     "parse_mrf_event",
+    "parse_subscribers",
 ]
 
 BRIDGE_PREFIX = "bridge="
 MRF_EVENT_HEADER = "Mrf-Event"
+MRF_SCRIPT_HEADER = "Mrf-Script"  # the AS's media script URL for the call (INVITE to the MRFC)
+MRF_SUBSCRIBERS_HEADER = "Mrf-Subscribers"  # A=<caller>;B=<callee> (INVITE to the MRFC)
 _EVENTS = {"progress": MrfEvent.PROGRESS, "answer": MrfEvent.ANSWER, "update": MrfEvent.UPDATE}
 _ALLOW = "INVITE, ACK, UPDATE, BYE, CANCEL, OPTIONS"
 
@@ -117,6 +135,17 @@ def parse_mrf_event(value: str | None, has_sdp: bool, state: MrfState) -> tuple[
     return event, side
 
 
+def parse_subscribers(value: str | None) -> dict[str, str]:
+    """``{"A": user, "B": user}`` from an ``Mrf-Subscribers`` value; unreadable parts are skipped."""
+    out: dict[str, str] = {}
+    for part in (value or "").split(";"):
+        side, sep, user = part.partition("=")
+        side, user = side.strip().upper(), user.strip()
+        if sep and side in ("A", "B") and user and len(user) <= 256:
+            out[side] = user
+    return out
+
+
 # -- the Resource Controller: the MRFC's half that talks to the MRFP ----------------------
 
 
@@ -140,14 +169,16 @@ class ResourceController:
         self.peer = peer
         self.mrfp = mrfp
         self.timeout = timeout
+        self.controller = list(peer.address)  # our Media Control, for the MRFP's Media Update
 
     async def _call(self, op: str, **args: Any) -> Any:
         if self.mrfp is None:
             raise ControlError("unconfigured", "no MRFP address configured")
         return await self.peer.call(self.mrfp, op, args, timeout=self.timeout)
 
-    async def allocate(self, bridge_id: str) -> BridgeResources:
-        reply = await self._call("allocate", bridge_id=bridge_id)
+    async def allocate(self, bridge_id: str, subscribers: dict[str, str] | None = None) -> BridgeResources:
+        extra = {"subscribers": subscribers} if subscribers else {}
+        reply = await self._call("allocate", bridge_id=bridge_id, controller=self.controller, **extra)
         try:
             return BridgeResources(str(reply["host"]), int(reply["ports"]["A"]), int(reply["ports"]["B"]))
         except (KeyError, TypeError, ValueError):
@@ -163,30 +194,6 @@ class ResourceController:
         await self._call("release", bridge_id=bridge_id)
 
 
-# -- the Media Control: session metadata -> instructions --------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MediaInstruction:
-    """Send what arrives for ``side``'s UE to ``remote_host:remote_port``."""
-
-    side: str
-    remote_host: str
-    remote_port: int
-
-
-class MediaControl:
-    """Turns SDP and call events into :class:`MediaInstruction` for the Resource Controller.
-
-    Today one rule: an SDP from the UE of ``side`` says where that UE receives. Raises
-    :class:`~nf_modules.sdp.SdpError` on an unreadable body.
-    """
-
-    def instructions(self, side: str, sdp: bytes) -> list[MediaInstruction]:
-        host, port = audio_address(sdp)
-        return [MediaInstruction(side, host, port)]
-
-
 # -- the SIP side -------------------------------------------------------------------------------
 
 
@@ -194,7 +201,9 @@ class Mrfc(SipActor):
     """The MRFC (``kind = "mrfc"``): a UAS for the AS's MRF dialogs; see the module docstring.
 
     ``mrfp``: the MRFP's control address; ``control_timeout``: how long one MRFP request may
-    take, retransmissions included; ``linger``: how long an Ended dialog stays queryable.
+    take, retransmissions included; ``linger``: how long an Ended dialog stays queryable;
+    ``mode``, ``media_capacity`` (metadata sets evaluated per second, ``None``: unlimited),
+    ``media_queue_limit``, ``script_url``, ``script_timeout``: the Media Control's.
     """
 
     kind: ClassVar[str] = "mrfc"
@@ -207,13 +216,20 @@ class Mrfc(SipActor):
         mrfp: Address | None = None,
         control_timeout: float = 1.0,
         linger: float = DEFAULT_LINGER,
+        mode: str = "refactored",
+        media_capacity: float | None = None,
+        media_queue_limit: int = 100,
+        script_url: str | None = None,
+        script_timeout: float = 2.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, bind, **kwargs)
         self.mrfp = tuple(mrfp) if mrfp else None
         self.control_timeout = control_timeout
         self.dialogs = MrfDialogTable(linger=linger)
-        self.media_control = MediaControl()
+        self.script_url = script_url
+        self.media_control = MediaControl(mode=mode, capacity=media_capacity, queue_limit=media_queue_limit,
+                                          fetcher=ScriptFetcher(timeout=script_timeout))
         self.resources: ResourceController | None = None
         self.control: ControlPeer | None = None
         self._live: dict[str, MrfDialog] = {}  # bridge id -> its dialog while not Ended
@@ -223,14 +239,16 @@ class Mrfc(SipActor):
 
     async def on_start(self) -> None:
         await super().on_start()
+        self.media_control.clock = self.clock
         self.control = await ControlPeer.open(
-            None, (self.address[0], 0), name=f"{self.name}.control", clock=self.clock, timeout=self.control_timeout
+            self, (self.address[0], 0), name=f"{self.name}.control", clock=self.clock, timeout=self.control_timeout
         )
         self.resources = ResourceController(self.control, self.mrfp)
 
-    def on_stop(self) -> None:
+    async def on_stop(self) -> None:
         self._close_mrfc()
         super().on_stop()
+        await self.media_control.close()
 
     def on_failure(self, *exc_info: Any) -> None:
         self._close_mrfc()
@@ -280,12 +298,25 @@ class Mrfc(SipActor):
         """Bridge ids of dialogs stuck outside Ended for more than ``threshold`` seconds."""
         return [d.call_ref for d in self.dialogs.hanging(self.now, threshold)]
 
+    def get_media_control_address(self) -> Address | None:
+        """Where Media Update asks for instructions (the MRFC's control port)."""
+        return self.control.address if self.control is not None else None
+
     def get_stats(self) -> dict[str, int]:
         out = super().get_stats()
+        out.update(self.media_control.get_stats())
         out.update({f"mrf_{state.lower()}": n for state, n in self.dialogs.counts().items()})
         out["mrf_dialogs"] = len(self.dialogs)
         out["mrf_live"] = len(self._live)
         return out
+
+    # -- Media Control over the control protocol (Media Update asks; on the loop) ------------
+
+    async def handle_instructions(self, bridge_id: str, side: str, sets: list[Any]) -> list[dict[str, Any]]:
+        """Control instructions for a flow's metadata sets (see ``media_control.py``)."""
+        if bridge_id not in self._live:
+            raise ControlError("not_found", f"no live MRF dialog for {bridge_id!r:.80}")
+        return await self.media_control.control_instructions(bridge_id, side, sets)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -325,7 +356,7 @@ class Mrfc(SipActor):
             self._answer(transaction, request, 488)
             return
         try:
-            instructions = self.media_control.instructions("A", request.body)
+            instructions = self.media_control.address_instructions("A", request.body)
         except SdpError as error:
             self.stats["mrf_bad_sdp"] += 1
             self._answer(transaction, request, 488, warning=str(error))
@@ -341,7 +372,9 @@ class Mrfc(SipActor):
         dialog.call_ref = bridge_id
         dialog.to_tag = new_tag()
         self._live[bridge_id] = dialog
-        resources = await self._reserve(dialog, bridge_id, instructions)
+        self.media_control.register(bridge_id, request.get(MRF_SCRIPT_HEADER) or self.script_url)
+        subscribers = parse_subscribers(request.get(MRF_SUBSCRIBERS_HEADER))
+        resources = await self._reserve(dialog, bridge_id, instructions, subscribers)
         if resources is None:
             self._reject(dialog, transaction, request, 503)
             return
@@ -404,11 +437,12 @@ class Mrfc(SipActor):
         task.add_done_callback(self._tasks.discard)
 
     async def _reserve(
-        self, dialog: MrfDialog, bridge_id: str, instructions: list[MediaInstruction]
+        self, dialog: MrfDialog, bridge_id: str, instructions: list[MediaInstruction],
+        subscribers: dict[str, str] | None = None,
     ) -> BridgeResources | None:
         assert self.resources is not None
         try:
-            resources = await self.resources.allocate(bridge_id)
+            resources = await self.resources.allocate(bridge_id, subscribers)
         except ControlFailure as error:
             self._control_failed("allocate", error)
             return None
@@ -424,12 +458,15 @@ class Mrfc(SipActor):
 
     def _reject(self, dialog: MrfDialog, transaction: Transaction, request: SipMessage, status: int | None) -> None:
         self._live.pop(dialog.call_ref, None)
+        self.media_control.forget(dialog.call_ref)
         self._event(dialog, MrfEvent.REJECTED)
         if status is not None:
             self._answer(transaction, request, status)
 
     async def _update(self, request: SipMessage, transaction: Transaction) -> None:
         dialog = self._find(request)
+        if dialog is None and request.to_tag is not None and self._orphan(request) is not None:
+            return await self._adopted_update(request, transaction, self._orphan(request))  # type: ignore[arg-type]
         if dialog is None or dialog.is_final:
             self._answer(transaction, request, 481)
             return
@@ -445,7 +482,7 @@ class Mrfc(SipActor):
             return
         if has_sdp:
             try:
-                instructions = self.media_control.instructions(side, request.body)
+                instructions = self.media_control.address_instructions(side, request.body)
             except SdpError as error:
                 self._answer(transaction, request, 488, warning=str(error))
                 return
@@ -469,12 +506,59 @@ class Mrfc(SipActor):
 
     async def _bye(self, request: SipMessage, transaction: Transaction) -> None:
         dialog = self._find(request)
+        bridge_id = self._orphan(request) if dialog is None and request.to_tag is not None else None
+        if bridge_id is not None:  # the dialog of the MRFC we replace: release its bridge
+            self.stats["mrf_adopted_bye"] += 1
+            self.media_control.forget(bridge_id)
+            try:
+                await self.resources.release(bridge_id)  # type: ignore[union-attr]
+                self.stats["mrfp_released"] += 1
+            except ControlError as error:
+                self._control_failed("release", error)
+                self._answer(transaction, request, 481 if error.code == "not_found" else 500)
+                return
+            except ControlFailure as error:
+                self._control_failed("release", error)
+                self._answer(transaction, request, 503)
+                return
+            self._answer(transaction, request, 200)
+            return
         if dialog is None or dialog.is_final:
             self._answer(transaction, request, 481)
             return
         self._live.pop(dialog.call_ref, None)
         self._event(dialog, MrfEvent.RELEASE)
         await self._release(dialog.call_ref)
+        self._answer(transaction, request, 200)
+
+    def _orphan(self, request: SipMessage) -> str | None:
+        """The bridge an in-dialog request of an unknown dialog names (a failed MRFC's), or None."""
+        bridge_id = bridge_id_of(request.uri or "")
+        if bridge_id is None or bridge_id in self._live:
+            return None
+        return bridge_id
+
+    async def _adopted_update(self, request: SipMessage, transaction: Transaction, bridge_id: str) -> None:
+        """An UPDATE of the replaced MRFC's dialog: re-point the bridge's side at the MRFP."""
+        self.stats["mrf_adopted_update"] += 1
+        if is_sdp(request):
+            try:
+                _, side = parse_mrf_event(request.get(MRF_EVENT_HEADER), True, MrfState.CONNECTED)
+                instructions = self.media_control.address_instructions(side, request.body)
+            except (ValueError, SdpError) as error:
+                self._answer(transaction, request, 488 if isinstance(error, SdpError) else 400, warning=str(error))
+                return
+            try:
+                for instruction in instructions:
+                    await self.resources.update(bridge_id, instruction)  # type: ignore[union-attr]
+            except ControlError as error:
+                self._control_failed("update", error)
+                self._answer(transaction, request, 481 if error.code == "not_found" else 500)
+                return
+            except ControlFailure as error:
+                self._control_failed("update", error)
+                self._answer(transaction, request, 503)
+                return
         self._answer(transaction, request, 200)
 
     def _cancel(self, request: SipMessage, transaction: Transaction) -> None:
@@ -494,6 +578,7 @@ class Mrfc(SipActor):
             dialog.data["cancelled"] = True
 
     async def _release(self, bridge_id: str) -> None:
+        self.media_control.forget(bridge_id)
         try:
             await self.resources.release(bridge_id)  # type: ignore[union-attr]
             self.stats["mrfp_released"] += 1
@@ -534,8 +619,11 @@ class Mrfc(SipActor):
     def _response(self, request: SipMessage, status: int, to_tag: str | None, *, body: bytes = b"") -> SipMessage:
         response = request.make_response(status, to_tag=to_tag)
         if 200 <= status < 300 and request.method in ("INVITE", "UPDATE"):
+            # The bridge's URI: in-dialog requests name it, so a replacement MRFC can act on them.
+            bridge_id = bridge_id_of(request.uri or "")
             host, port = self.address
-            response.set("Contact", f"<sip:mrfc@{host}:{port}>")
+            response.set("Contact", f"<{bridge_uri(bridge_id, self.address)}>" if bridge_id
+                         else f"<sip:mrfc@{host}:{port}>")
         if body:
             response.set("Content-Type", "application/sdp")
             response.body = body

@@ -44,7 +44,10 @@ class _HssClient(ImsModule):
 
     async def on_start(self) -> None:
         await super().on_start()
-        self.control = await ControlPeer.open(self, (self.address[0], 0), clock=self.clock)
+        # Named after the instance, so that a crash fault (which closes every socket of the
+        # instance it finds by name, faults.targets.instance_endpoints) closes this one too.
+        self.control = await ControlPeer.open(self, (self.address[0], 0), name=f"{self.name}.control",
+                                              clock=self.clock)
 
     def _close(self) -> None:
         if self.control is not None:

@@ -10,6 +10,11 @@ INVITE; a downstream timeout becomes 408 upstream; the ACK for a 2xx and stray
 
 Subclasses choose the next hop by overriding ``next_hop(request)``. All code
 runs on the actor's loop.
+
+``aliases``: addresses this proxy also answers for (a local replacement of a failed module,
+see ``failover.py``): a top Route naming an alias is ours, and a response whose top Via is an
+alias's (sent by the failed module's neighbours to the failed module, rerouted here) is relayed
+statelessly to the next Via, so in-flight calls complete through the replacement.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ class StatefulProxy(SipActor):
 
     record_route = True
 
-    def __init__(self, name: str, bind: Address = ("127.0.0.1", 0), **kwargs: Any) -> None:
+    def __init__(self, name: str, bind: Address = ("127.0.0.1", 0), *,
+                 aliases: tuple[Address, ...] | list[Address] = (), **kwargs: Any) -> None:
         kwargs.setdefault("trying_delay", 0.0)  # a proxy answers 100 Trying at once
         super().__init__(name, bind, **kwargs)
+        self.aliases: frozenset[Address] = frozenset(tuple(a) for a in aliases)  # type: ignore[misc]
         self._upstream: dict[Transaction, Transaction] = {}  # client tx -> server tx
         self._downstream: dict[Transaction, Transaction] = {}  # INVITE server tx -> client tx
 
@@ -128,12 +135,22 @@ class StatefulProxy(SipActor):
         return None
 
     def on_stray_response(self, response: SipMessage, source: Address) -> Any:
-        """2xx retransmissions arrive after the INVITE client transaction has gone."""
-        if response.status is None or response.status < 200 or response.status >= 300:
+        """2xx retransmissions arrive after the INVITE client transaction has gone; any response
+        addressed to an alias (the failed module we replace) is relayed on."""
+        if response.status is None or ((response.status < 200 or response.status >= 300) and not self.aliases):
             return None
         try:
             top = response.top_via
-            if top is None or (top.host, top.port) != self.address:
+            if top is None:
+                return None
+            if (top.host, top.port) != self.address:
+                if (top.host, top.port) in self.aliases:
+                    self.stats["alias_relayed"] += 1
+                    relayed = response.copy()
+                    relayed.pop_first("Via")
+                    self._relay_stateless(relayed)
+                return None
+            if response.status < 200 or response.status >= 300:
                 return None
             relayed = response.copy()
             relayed.pop_first("Via")
@@ -176,8 +193,10 @@ class StatefulProxy(SipActor):
     def pop_own_route(self, request: SipMessage) -> None:
         """Remove the top Route if it names this proxy (loose routing)."""
         routes = request.get_all("Route")
-        if routes and uri_address(routes[0]) == self.address:
-            request.pop_first("Route")
+        if routes:
+            top = uri_address(routes[0])
+            if top == self.address or (self.aliases and top in self.aliases):
+                request.pop_first("Route")
 
 
 def uri_address(value: str | None) -> Address | None:

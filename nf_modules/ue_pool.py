@@ -22,8 +22,15 @@ dispatched by the Request-URI's user part (a user the pool does not serve gets 4
   the ACK comes), 486 when ``single_line`` and the user is already in a call, 487 after CANCEL,
   200 to BYE, to re-INVITE (with SDP), UPDATE and OPTIONS, 481 for an in-dialog request of no
   dialog we know. Per-call RTP port numbers come from ``rtp_port_min..rtp_port_max`` (only the
-  numbers: media is the media plane's business).
-- **Queries**: ``get_stats()``, ``active_calls()``, ``registration_state(user)``.
+  numbers) unless the pool has media on.
+- **Media** (``media=...``, off by default; :mod:`nf_modules.ue_media`): every call leg gets a
+  UDP port pair of the pool's media engine (the kernel picks it; it goes into the SDP), sends a
+  tone or a WAV file as G.711 RTP to the peer's SDP address from the 2xx (caller) or the ACK
+  (callee) until the BYE, sends RTCP receiver reports, and may record what it gets to a WAV
+  file. Each leg's :class:`~nf_modules.ue_media.MediaResult` goes to ``CallResult.media``
+  (caller) and into ``get_media_stats()`` / ``get_media_results()``.
+- **Queries**: ``get_stats()``, ``active_calls()``, ``registration_state(user)``,
+  ``get_media_stats()``, ``get_media_results()``.
 
 Threads and loops: everything runs on the actor's loop. SIP hooks run straight from the UDP
 endpoint's callback (see ``SipActor``). ``call`` is ``@concurrent``: many calls can be in
@@ -55,7 +62,8 @@ from actors.sip.message import SipMessage
 from actors.sip.transaction import Transaction
 from actors.sip_actor import Address, SipActor
 from nf_modules.sip_proxy import uri_address
-from nf_modules.user_agent import CallResult
+from nf_modules.ue_media import MediaConfig, MediaResult, UeMedia, media_config, peer_media_address
+from nf_modules.user_agent import CallResult, via_destination
 
 __all__ = [
     "CallLeg",
@@ -357,6 +365,8 @@ class CallLeg:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     ended_by: str | None = None
     hangup: asyncio.Event = field(default_factory=asyncio.Event)
+    remote_media: tuple[str, int] | None = None  # UAS: the caller's SDP audio address
+    media: MediaResult | None = None  # the leg's media once it is over (pool with media on)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -424,13 +434,16 @@ class UePool(SipActor):
         rtp_port_max: int = 39999,
         refresh_ratio: float = 0.8,
         seed: int = 0,
+        media: bool | MediaConfig | dict[str, Any] = False,
         **kwargs: Any,
     ) -> None:
         """``users``/``user_format``/``first`` as the HSS's config (or a list of names), all with
         ``password`` at ``domain``; ``pcscf`` the outbound proxy (``set_pcscf`` later is fine);
         ``ring_delay`` emulated seconds from 180 to 200; ``single_line``: a user in a call
         answers a new INVITE with 486; ``refresh_ratio`` of the granted expiry after which a
-        registration is refreshed; ``seed`` for cnonces. Other keyword arguments go to
+        registration is refreshed; ``seed`` for cnonces, SSRCs and RTCP intervals; ``media``:
+        real RTP for the calls (``True``, a :class:`~nf_modules.ue_media.MediaConfig` or a dict
+        of its fields; ``False``: SIP only). Other keyword arguments go to
         :class:`~actors.sip_actor.SipActor` (``timers``, ``time_scale``, ``capacity``...)."""
         super().__init__(name, bind, **kwargs)
         if not isinstance(password, str):
@@ -447,6 +460,8 @@ class UePool(SipActor):
         self.single_line = bool(single_line)
         self.refresh_ratio = float(refresh_ratio)
         self.rtp_ports = RtpPorts(rtp_port_min, rtp_port_max)
+        self.media_config = media_config(media)
+        self.media: UeMedia | None = None
         self.ue_stats: Counter[str] = Counter()
         self._rng = random.Random(seed)
         self._users: dict[str, _User] = {}
@@ -469,6 +484,9 @@ class UePool(SipActor):
                 digest=DigestSession(name, self.password, self._rng),
                 registration=Registration(call_id=f"reg-{name}-{new_call_id(host)}"),
             )
+        if self.media_config is not None:
+            self.media = UeMedia(self.name, self.media_config, self.clock, self.loop, self._rng, self.log,  # type: ignore[arg-type]
+                                 default_host=host)
 
     def on_stop(self) -> None:
         self._shutdown()
@@ -488,6 +506,8 @@ class UePool(SipActor):
                     leg.timer.cancel()
         for task in list(self._tasks) + [task for task, _ in self._background.values()]:
             task.cancel()
+        if self.media is not None:
+            self.media.close_all()
 
     def set_pcscf(self, address: Address) -> None:
         """Point the pool at its P-CSCF (topology wiring)."""
@@ -858,11 +878,10 @@ class UePool(SipActor):
         user = self._user(caller)
         uri = self._callee_uri(callee)
         self._outbound()
-        host = self.address[0]
-        call_id = new_call_id(host)
+        call_id = new_call_id(self.address[0])
         tag = new_tag()
-        port = self.rtp_ports.allocate()
-        leg = CallLeg(user=caller, call_id=call_id, local_tag=tag, role="uac", peer=uri, rtp_port=port, started_at=self.now)
+        leg = CallLeg(user=caller, call_id=call_id, local_tag=tag, role="uac", peer=uri, rtp_port=None, started_at=self.now)
+        port = leg.rtp_port = self._rtp_port(leg)
         invite = SipMessage.request(
             "INVITE",
             uri,
@@ -877,7 +896,7 @@ class UePool(SipActor):
                 ("Allow", ALLOW),
                 ("Content-Type", "application/sdp"),
             ],
-            g711_sdp(host, port or 0),
+            g711_sdp(self._media_host(), port or 0),
         )
         leg.invite = invite
         user.legs[leg.key] = leg
@@ -930,9 +949,13 @@ class UePool(SipActor):
             if not self._confirm(leg, invite, response):
                 mark("bad 2xx")
                 return result
+            if self.media is not None:
+                self.media.connect(leg.key, peer_media_address(response.body))
             if cancel_after is not None:
                 mark("answered before the CANCEL took effect")
             await self._in_call(leg, hold, timeout, reinvite_after, update_after, result, mark)
+            if self.media is not None:
+                self.media.stop_sending(leg.key)
             if leg.ended_by == "callee":
                 result.bye_status = 200
                 result.ended_by = "callee"
@@ -945,6 +968,7 @@ class UePool(SipActor):
             return result
         finally:
             self._drop_leg(leg)
+            result.media = leg.media
 
     def _count_failure(self, status: int) -> None:
         self.ue_stats["calls_failed"] += 1
@@ -1036,7 +1060,7 @@ class UePool(SipActor):
         body, headers = b"", []
         if method == "INVITE":
             leg.sdp_version += 1
-            body = g711_sdp(self.address[0], leg.rtp_port or 0, version=leg.sdp_version)
+            body = g711_sdp(self._media_host(), leg.rtp_port or 0, version=leg.sdp_version)
             headers = [("Content-Type", "application/sdp")]
         try:
             request = dialog.create_request(method, body, headers)
@@ -1111,23 +1135,24 @@ class UePool(SipActor):
             self.ue_stats["calls_rejected_486"] += 1
             self.send_response(transaction, request.make_response(486, to_tag=tag))
             return
-        port = self.rtp_ports.allocate()
+        leg = CallLeg(
+            user=user.name, call_id=request.call_id or "", local_tag=tag, role="uas",
+            peer=request.get("From") or "", rtp_port=None, started_at=self.now, state="ringing",
+            invite=request, server_tx=transaction,
+        )
+        port = leg.rtp_port = self._rtp_port(leg)
         if port is None:
             self.ue_stats["calls_rejected_503"] += 1
             busy = request.make_response(503, to_tag=tag)
             busy.set("Retry-After", "5")
             self.send_response(transaction, busy)
             return
-        leg = CallLeg(
-            user=user.name, call_id=request.call_id or "", local_tag=tag, role="uas",
-            peer=request.get("From") or "", rtp_port=port, started_at=self.now, state="ringing",
-            invite=request, server_tx=transaction,
-        )
+        leg.remote_media = peer_media_address(request.body)
         ringing = self._uas_response(user, request, 180, tag)
         try:
             leg.dialog = Dialog.from_uas(request, ringing, via=self._via_prefix())
         except (DialogError, ValueError) as error:
-            self.rtp_ports.release(port)
+            self._release_media(leg)
             self.ue_stats["bad_invite"] += 1
             self.send_response(transaction, request.make_response(400, f"Bad Request ({error})"[:120], to_tag=tag))
             return
@@ -1146,7 +1171,7 @@ class UePool(SipActor):
             return
         ok = self._uas_response(user, leg.invite, 200, leg.local_tag)
         ok.set("Content-Type", "application/sdp")
-        ok.body = g711_sdp(self.address[0], leg.rtp_port or 0)
+        ok.body = g711_sdp(self._media_host(), leg.rtp_port or 0)
         try:
             self.send_response(leg.server_tx, ok)
         except Exception:  # noqa: BLE001  (the transaction ended meanwhile, e.g. CANCELled)
@@ -1184,13 +1209,9 @@ class UePool(SipActor):
         leg.timer = self._later(leg.retransmit_interval, self._retransmit_ok, leg)
 
     def _send_ok_stateless(self, ok: SipMessage) -> None:
-        via = ok.top_via
-        if via is None:
-            return
-        host = via.params.get("received") or via.host
-        rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else (via.port or 5060)
-        self.send_stateless(ok, (host, port))
+        destination = via_destination(ok)
+        if destination is not None:
+            self.send_stateless(ok, destination)
 
     async def _uas_hang_up(self, leg: CallLeg) -> None:
         if leg.dialog is not None and not leg.dialog.terminated:
@@ -1234,6 +1255,8 @@ class UePool(SipActor):
             if leg.timer is not None:
                 leg.timer.cancel()
                 leg.timer = None
+            if self.media is not None:
+                self.media.connect(leg.key, leg.remote_media)
         return None
 
     def _in_dialog(self, user: _User, request: SipMessage, transaction: Transaction) -> None:
@@ -1253,6 +1276,8 @@ class UePool(SipActor):
             self.send_response(transaction, request.make_response(481))
             return
         if method == "BYE":
+            if self.media is not None:
+                self.media.stop_sending(leg.key)  # before the 200 goes out
             self.send_response(transaction, request.make_response(200))
             leg.ended_by = "caller" if leg.role == "uas" else "callee"
             self.ue_stats["bye_received"] += 1
@@ -1265,7 +1290,7 @@ class UePool(SipActor):
             leg.sdp_version += 1
             ok = self._uas_response(user, request, 200, leg.local_tag)
             ok.set("Content-Type", "application/sdp")
-            ok.body = g711_sdp(self.address[0], leg.rtp_port or 0, version=leg.sdp_version)
+            ok.body = g711_sdp(self._media_host(), leg.rtp_port or 0, version=leg.sdp_version)
             self.ue_stats["reinvite_received"] += 1
             self.send_response(transaction, ok)
             return
@@ -1276,7 +1301,7 @@ class UePool(SipActor):
                 if request.body:
                     leg.sdp_version += 1
                     ok.set("Content-Type", "application/sdp")
-                    ok.body = g711_sdp(self.address[0], leg.rtp_port or 0, version=leg.sdp_version)
+                    ok.body = g711_sdp(self._media_host(), leg.rtp_port or 0, version=leg.sdp_version)
             self.ue_stats[f"{method.lower()}_received"] += 1
             self.send_response(transaction, ok)
             return
@@ -1354,11 +1379,33 @@ class UePool(SipActor):
         user = self._users.get(leg.user)
         if user is not None and user.legs.get(leg.key) is leg:
             del user.legs[leg.key]
-            self.rtp_ports.release(leg.rtp_port)
+            self._release_media(leg)
         if leg.role == "uac" and self._calls.get(leg.call_id) is leg:
             del self._calls[leg.call_id]
         leg.state = "ended"
         leg.ended.set()
+
+    def _media_host(self) -> str:
+        """The address of our SDP bodies: the media engine's (media on) or our SIP address."""
+        return self.media.host if self.media is not None else self.address[0]
+
+    def _rtp_port(self, leg: CallLeg) -> int | None:
+        """The leg's RTP port: a port pair of the media engine (media on) or a number from the
+        range; ``None`` when none is free."""
+        if self.media is None:
+            return self.rtp_ports.allocate()
+        try:
+            return self.media.open(leg.key, leg.call_id, leg.user, leg.role)
+        except OSError as error:
+            self.ue_stats["media_port_errors"] += 1
+            self.log.info("ue_media_port_failed", call_id=leg.call_id, error=str(error))
+            return None
+
+    def _release_media(self, leg: CallLeg) -> None:
+        if self.media is None:
+            self.rtp_ports.release(leg.rtp_port)
+        elif leg.rtp_port is not None:
+            leg.media = self.media.close(leg.key)
 
     # == queries ==============================================================================
 
@@ -1385,3 +1432,14 @@ class UePool(SipActor):
         out["rtp_ports_in_use"] = self.rtp_ports.in_use
         out["pending_transactions"] = len(self._waiters)
         return out
+
+    def get_media_stats(self) -> dict[str, Any]:
+        """The media of the pool's finished call legs, both sides (``{}`` without media):
+        ``legs``, ``packets_sent``, ``packets_received``, ``lost``, ``loss`` (fraction),
+        ``latency_ms`` (``p50``, ``p90``, ``p99``, ``max``), ``jitter_ms``, ``rr_sent``,
+        ``rr_received``, ``active_legs``, and the engine's counters."""
+        return self.media.stats() if self.media is not None else {}
+
+    def get_media_results(self) -> list[MediaResult]:
+        """Every finished leg's :class:`~nf_modules.ue_media.MediaResult`, oldest first."""
+        return list(self.media.results) if self.media is not None else []

@@ -30,6 +30,19 @@ neighbour failed without the fast retries.
 :class:`HopMonitor` runs the detectors of every in-flight request of an actor, grouped by next
 hop, declares a hop failed once (on its first failover), fails over the other requests still in
 flight to that hop at the same moment, and answers "which hops are failed".
+
+An owner that cannot see every response as it arrives (a subclass hook that does not pass it on)
+gives :meth:`HopMonitor.handle_timer` an ``answered(key)`` predicate: a due detector whose request
+was answered meanwhile is closed as answered before any of its timers fires. The asyncio layer
+(``nf_modules.hop_supervisor``) reads the client transaction's state that way.
+
+Liveness from any traffic: the owner may also give ``heard(next_hop)``, the last time anything
+(a datagram of any kind) arrived from that address. A due detector whose hop was heard from
+*strictly after* its request was forwarded is closed as answered too: the hop is alive, so
+only a hop that has gone silent since the request left is ever declared failed. A module that
+is itself waiting on a dead hop further on is then not mistaken for the dead one as long as it
+says anything at all (see ``nf_modules.ims_module``: it answers 100 Trying upstream when its own
+detector enters fast retry).
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Hashable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable
 
 from actors.sip.timers import Address, Datagram, DeadlineQueue, fire_due
 
@@ -54,6 +67,7 @@ __all__ = [
     "Failover",
     "HopFailed",
     "HopMonitor",
+    "heard_since",
 ]
 
 _EPS = 1e-9
@@ -104,6 +118,7 @@ class Failover:
     at: float
     resends: int
     reason: str = "timer_b"
+    forwarded_at: float | None = None
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -164,7 +179,7 @@ _RETRANSMIT = frozenset({"retry"})
 class FailureDetector:
     """``FailureDetector(request, next_hop, *, config=FailureDetectorConfig(), key=None)``.
 
-    ``request`` (bytes or a SipMessage, encoded once) is what is sent to ``next_hop`` (an
+    ``request`` (bytes or a SipMessage, encoded once, on the first resend) is what is sent to ``next_hop`` (an
     opaque address) by :meth:`forward` and every resend. ``key`` names the request in events
     (e.g. its branch). Events: :class:`Failover` ("failover").
     """
@@ -174,7 +189,7 @@ class FailureDetector:
                  key: Hashable = None) -> None:
         if not isinstance(config, FailureDetectorConfig):
             raise TypeError(f"config must be a FailureDetectorConfig, got {type(config).__name__}")
-        self.request = request if isinstance(request, bytes) else bytes(request)
+        self._request = request
         self.next_hop = next_hop
         self.config = config
         self.key = key
@@ -195,11 +210,21 @@ class FailureDetector:
     def __repr__(self) -> str:
         return f"<FailureDetector {self.key!r} -> {self.next_hop!r} {self.state.name}>"
 
+    @property
+    def request(self) -> bytes:
+        """The request's bytes, encoded once, when first needed (a request answered before
+        Timer A is never encoded here)."""
+        request = self._request
+        if not isinstance(request, bytes):
+            request = self._request = bytes(request)
+        return request
+
     # -- inputs ----------------------------------------------------------------------------
 
-    def forward(self, now: float) -> None:
-        """Send the request to the next hop and arm Timer A."""
-        self._step(_DI.FORWARD, now)
+    def forward(self, now: float, *, send: bool = True) -> None:
+        """Send the request to the next hop and arm Timer A. ``send=False``: the owner's
+        transport has already sent it (nothing is queued, nothing encoded)."""
+        self._step(_DI.FORWARD, now, send)
 
     def response_received(self, now: float) -> None:
         """Any response from the next hop, provisional or final, ends the watch."""
@@ -248,9 +273,10 @@ class FailureDetector:
         if action is not None:
             getattr(self, action)(now, arg)
 
-    def _send_first(self, now: float, _: Any) -> None:
+    def _send_first(self, now: float, send: Any) -> None:
         self.forwarded_at = now
-        self._outbox.append((self.request, self.next_hop))
+        if send:
+            self._outbox.append((self.request, self.next_hop))
         self._deadlines["A"] = now + self.config.timer_a
 
     def _start_fast_retry(self, now: float, _: Any) -> None:
@@ -276,10 +302,17 @@ class FailureDetector:
     def _failover(self, now: float, reason: Any) -> None:
         self.failed_at = now
         self._events.append(Failover(self.key, self.next_hop, self.request, now, self.resends,
-                                     reason or "timer_b"))
+                                     reason or "timer_b", self.forwarded_at))
 
     def _late_response(self, now: float, _: Any) -> None:
         self.late_responses += 1
+
+
+def heard_since(heard: Callable[[Address], float | None], next_hop: Address,
+                since: float | None) -> bool:
+    """Did anything arrive from ``next_hop`` strictly after ``since`` (per ``heard``)?"""
+    last = heard(next_hop)
+    return last is not None and since is not None and last > since
 
 
 class HopMonitor:
@@ -306,19 +339,21 @@ class HopMonitor:
         self._failed: dict[Address, float] = {}
         self._deadlines: DeadlineQueue[Hashable] = DeadlineQueue()
         self._outbox: list[Datagram] = []
+        self._outbox_keys: list[Hashable] = []
         self._events: list[Failover | HopFailed] = []
 
     # -- inputs ----------------------------------------------------------------------------
 
     def forward(self, key: Hashable, request: "bytes | SipMessage", next_hop: Address,
-                now: float) -> FailureDetector:
-        """Send ``request`` to ``next_hop`` and watch it under ``key`` (e.g. the branch)."""
+                now: float, *, send: bool = True) -> FailureDetector:
+        """Send ``request`` to ``next_hop`` and watch it under ``key`` (e.g. the branch).
+        ``send=False``: already sent by the owner's transaction layer; only watch it."""
         if key in self._detectors:
             raise ValueError(f"a request with key {key!r} is already in flight")
         det = FailureDetector(request, next_hop, config=self.config, key=key)
         self._detectors[key] = det
         self._by_hop.setdefault(next_hop, {})[key] = det
-        det.forward(now)
+        det.forward(now, send=send)
         self._collect(det, now)
         return det
 
@@ -332,11 +367,20 @@ class HopMonitor:
         self._collect(det, now)
         return True
 
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float, answered: Callable[[Hashable], bool] | None = None,
+                     heard: Callable[[Address], float | None] | None = None) -> None:
+        """Fire what is due at ``now``. ``answered(key)``, when given, is asked first for each
+        due request: True closes it as answered (no resend, no failover). ``heard(next_hop)``,
+        when given, is the last time anything arrived from the hop (``None``: never); a due
+        request whose hop was heard from after it was forwarded is closed as answered too."""
         for key in self._deadlines.due(now):
             det = self._detectors.get(key)
             if det is not None:
-                det.handle_timer(now)
+                if (answered is not None and answered(key)) or (
+                        heard is not None and heard_since(heard, det.next_hop, det.forwarded_at)):
+                    det.response_received(now)
+                else:
+                    det.handle_timer(now)
                 self._collect(det, now)
 
     def mark_recovered(self, next_hop: Address) -> None:
@@ -350,6 +394,13 @@ class HopMonitor:
 
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._outbox = self._outbox, []
+        self._outbox_keys = []
+        return out
+
+    def keyed_datagrams_to_send(self) -> list[tuple[Hashable, bytes, Address]]:
+        """Like :meth:`datagrams_to_send`, each datagram with the key of its request."""
+        out = [(key, data, hop) for key, (data, hop) in zip(self._outbox_keys, self._outbox)]
+        self._outbox, self._outbox_keys = [], []
         return out
 
     def events(self) -> list[Failover | HopFailed]:
@@ -376,7 +427,9 @@ class HopMonitor:
     # -- machinery -------------------------------------------------------------------------
 
     def _collect(self, det: FailureDetector, now: float) -> None:
-        self._outbox.extend(det.datagrams_to_send())
+        sent = det.datagrams_to_send()
+        self._outbox.extend(sent)
+        self._outbox_keys.extend([det.key] * len(sent))
         failovers = det.events()
         if det.finished:
             self._drop(det)
