@@ -4,7 +4,9 @@ UA ``alice`` calls UA ``bob`` through ``hops`` transaction-stateful proxies,
 every hop a real UDP socket on 127.0.0.1: INVITE / 100 / 180 / 200 / ACK /
 BYE / 200 with Via, Record-Route and Route doing their jobs. A malformed
 INVITE and a non-SIP datagram are also sent to the first proxy, to show the
-4xx answer and the counted drop. Returns a summary dict; ``run.py`` prints it.
+4xx answer and the counted drop. Returns a summary dict. The smallest example of the
+runtime (the default demo is :mod:`experiments.demo`); ``ChainProxy`` also serves the SIPp
+interop tests.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from actors.transport import UdpEndpoint
 from nf_modules.sip_proxy import StatefulProxy, uri_address
 from nf_modules.user_agent import CallResult, UserAgent
 
-__all__ = ["ChainProxy", "print_summary", "run_sip_demo"]
+__all__ = ["ChainProxy", "run_sip_demo"]
 
 
 class ChainProxy(StatefulProxy):
@@ -131,25 +133,3 @@ async def _send_raw(address: tuple[str, int], data: bytes, expect_answer: bool =
         except TimeoutError:
             return None
     return reply.split(b"\r\n", 1)[0].decode(errors="replace")
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    """The demo's summary as an aligned table on stdout."""
-    setup = summary["setup_ms"]
-    first = summary["first_proxy"]
-    rows = [
-        ("calls placed / completed / failed", f"{summary['calls']} / {summary['completed']} / {summary['failed']}"),
-        ("proxy hops (each a UDP socket on loopback)", summary["hops"]),
-        ("call set-up INVITE->200 p50 / p90 / p99 (ms)", f"{setup['p50']} / {setup['p90']} / {setup['p99']}"),
-        ("INVITE->180 p50 (ms)", summary["ringing_ms_p50"]),
-        ("calls answered by the callee", summary["answered_by_bob"]),
-        ("malformed INVITE answered with", summary["malformed_answer"]),
-        ("first proxy: requests in / responses in / datagrams out", f"{first['rx_request']} / {first['rx_response']} / {first['tx']}"),
-        ("first proxy: malformed answered / dropped", f"{first['malformed_answered']} / {first['malformed_dropped']}"),
-        ("wall time (s)", summary["elapsed_s"]),
-    ]
-    width = max(len(name) for name, _ in rows)
-    hops = " -> ".join(f"proxy{i + 1}" for i in range(summary["hops"]))
-    print(f"SIP over actors on loopback: alice -> {hops} -> bob")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")

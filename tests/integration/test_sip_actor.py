@@ -117,18 +117,11 @@ def test_calls_complete_through_a_proxy_chain() -> None:
     assert summary["first_proxy"]["malformed_dropped"] == 1
 
 
-def test_run_py_json_output_and_bad_arguments() -> None:
-    done = subprocess.run(
-        [sys.executable, "run.py", "--calls", "4", "--hops", "1", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["completed"] == 4
+def test_run_py_refuses_bad_arguments() -> None:
     bad = subprocess.run(
-        [sys.executable, "run.py", "--calls", "-3"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "run.py", "--max-rate", "-3"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
-    assert bad.returncode == 2 and "--calls" in bad.stderr
+    assert bad.returncode == 2 and "--max-rate" in bad.stderr
 
 
 @pytest.mark.parametrize("text", [b"", b"\r\n"])
