@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.media.programs import BenchProcessError, Role, build_programs, python_role
+from experiments.cli import non_negative_float, non_negative_int, positive_float, positive_int
 
 __all__ = [
     "DEFAULT_CALLS",
@@ -428,48 +429,8 @@ def _ms(value: float | None) -> str:
     return f"{value:>9.3f}" if value is not None else f"{'-':>9}"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def _call_list(text: str) -> tuple[int, ...]:
-    return tuple(_positive_int(item) for item in text.split(",") if item.strip())
+    return tuple(positive_int(item) for item in text.split(",") if item.strip())
 
 
 def build_parser(prog: str = "run.py bench media") -> argparse.ArgumentParser:
@@ -480,23 +441,23 @@ def build_parser(prog: str = "run.py bench media") -> argparse.ArgumentParser:
 
 def add_bench_media_options(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options, for ``build_parser`` and for run.py's ``bench media`` subparser."""
-    parser.add_argument("--duration", type=_positive_float, default=3.0, help="seconds per measurement (default 3)")
-    parser.add_argument("--repeat", type=_positive_int, default=3, help="rounds of the throughput cases (default 3)")
+    parser.add_argument("--duration", type=positive_float, default=3.0, help="seconds per measurement (default 3)")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="rounds of the throughput cases (default 3)")
     parser.add_argument("--calls", type=_call_list, default=DEFAULT_CALLS,
                         help="call counts to step through, comma-separated (default 100,250,500,750,1000,...,2500)")
-    parser.add_argument("--max-calls", type=_non_negative_int, default=None,
+    parser.add_argument("--max-calls", type=non_negative_int, default=None,
                         help="skip steps above this call count (0: no max-calls steps)")
-    parser.add_argument("--calls-duration", type=_positive_float, default=None,
+    parser.add_argument("--calls-duration", type=positive_float, default=None,
                         help="seconds per max-calls step (default: --duration)")
     parser.add_argument("--driver", choices=("auto", "actor", "engine"), default="auto",
                         help="max calls through the Media Processor actor or the engine directly (default auto)")
-    parser.add_argument("--tick-us", type=_non_negative_float, default=SENDER_TICK_US,
+    parser.add_argument("--tick-us", type=non_negative_float, default=SENDER_TICK_US,
                         help="max calls: the sender's least sleep between batches, us "
                         "(default %(default)g; 0: per packet)")
     parser.add_argument("--mrfp-rt", action="store_true", help="max calls: run the MRFP under SCHED_FIFO as well")
     parser.add_argument("--relay-rt", action="store_true",
                         help="throughput: run each relay under SCHED_FIFO (steadier figures on a busy machine)")
-    parser.add_argument("--step-retries", type=_non_negative_int, default=1,
+    parser.add_argument("--step-retries", type=non_negative_int, default=1,
                         help="max calls: measure a failing step again up to this many times (default 1)")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="max calls: skip the harness-alone run (sender straight to sink) of each step")

@@ -489,13 +489,8 @@ class Mrfc(SipActor):
             try:
                 for instruction in instructions:
                     await self.resources.update(dialog.call_ref, instruction)  # type: ignore[union-attr]
-            except ControlError as error:
-                self._control_failed("update", error)
-                self._answer(transaction, request, 481 if error.code == "not_found" else 500)
-                return
             except ControlFailure as error:
-                self._control_failed("update", error)
-                self._answer(transaction, request, 503)
+                self._answer(transaction, request, self._control_failed("update", error))
                 return
             if dialog.is_final:  # a BYE overtook this UPDATE while the MRFP answered
                 self._answer(transaction, request, 481)
@@ -513,13 +508,8 @@ class Mrfc(SipActor):
             try:
                 await self.resources.release(bridge_id)  # type: ignore[union-attr]
                 self.stats["mrfp_released"] += 1
-            except ControlError as error:
-                self._control_failed("release", error)
-                self._answer(transaction, request, 481 if error.code == "not_found" else 500)
-                return
             except ControlFailure as error:
-                self._control_failed("release", error)
-                self._answer(transaction, request, 503)
+                self._answer(transaction, request, self._control_failed("release", error))
                 return
             self._answer(transaction, request, 200)
             return
@@ -551,13 +541,8 @@ class Mrfc(SipActor):
             try:
                 for instruction in instructions:
                     await self.resources.update(bridge_id, instruction)  # type: ignore[union-attr]
-            except ControlError as error:
-                self._control_failed("update", error)
-                self._answer(transaction, request, 481 if error.code == "not_found" else 500)
-                return
             except ControlFailure as error:
-                self._control_failed("update", error)
-                self._answer(transaction, request, 503)
+                self._answer(transaction, request, self._control_failed("update", error))
                 return
         self._answer(transaction, request, 200)
 
@@ -611,10 +596,15 @@ class Mrfc(SipActor):
         self.dialogs.purge(self.now)
         self._arm_purge()
 
-    def _control_failed(self, op: str, error: ControlFailure) -> None:
+    def _control_failed(self, op: str, error: ControlFailure) -> int:
+        """Count and log a failed MRFP request; the SIP status that reports it (481 for a bridge
+        the MRFP does not know, 500 for another refusal, 503 when the MRFP did not answer)."""
         code = "timeout" if isinstance(error, ControlTimeout) else getattr(error, "code", "error")
         self.stats[f"mrfp_{op}_{code}"] += 1
         self.log.info("mrfp_request_failed", op=op, error=str(error))
+        if isinstance(error, ControlError):
+            return 481 if error.code == "not_found" else 500
+        return 503
 
     def _response(self, request: SipMessage, status: int, to_tag: str | None, *, body: bytes = b"") -> SipMessage:
         response = request.make_response(status, to_tag=to_tag)
