@@ -150,7 +150,9 @@ def normalise_media_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
     Read: ``latency_ms`` as a dict, or flat ``p50``/``p90``/``p99``/``max`` (also
     ``latency_p50_ms``, ``p50_ms``, ``max_latency_ms``...); ``jitter_ms`` (or ``jitter``);
     ``loss`` (a fraction; ``loss_pct`` in percent); ``packets`` (or ``packets_received``);
-    ``latency_histogram`` / ``histogram``; ``latencies_ms`` (raw samples)."""
+    ``latency_histogram`` / ``histogram`` (a ``Histogram``, its dict, or the media engine's
+    ``(low_ms, high_ms, count)`` buckets, see :meth:`Histogram.record_buckets`); ``latencies_ms``
+    (raw samples)."""
     latency: dict[str, float | None] = {}
     nested = stats.get("latency_ms")
     for key in ("p50", "p90", "p99", "max"):
@@ -173,6 +175,14 @@ def normalise_media_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
         out["histogram"] = histogram.to_dict()
     elif isinstance(histogram, Mapping):
         out["histogram"] = dict(histogram)
+    elif isinstance(histogram, (list, tuple)):  # the engine's (low_ms, high_ms, count) buckets
+        h = Histogram()
+        try:
+            h.record_buckets(histogram, latency["max"])
+        except ValueError:
+            pass  # malformed: the leg falls back to its percentiles (approximate)
+        else:
+            out["histogram"] = h.to_dict()
     elif isinstance(stats.get("latencies_ms"), (list, tuple)):
         h = Histogram()
         h.record_all(v for v in stats["latencies_ms"] if isinstance(v, (int, float)) and v >= 0)
@@ -200,8 +210,9 @@ def _float(value: Any) -> float | None:
 class MediaMetrics:
     """Per call and overall one-way latency, jitter and loss.
 
-    The overall latency histogram is exact when the UEs report histograms or raw samples;
-    otherwise each call's reported quantiles stand in for its packets (``approximate``)."""
+    The overall latency histogram is one histogram of every packet when the UEs report
+    histograms, engine buckets (within the engine's bucket width) or raw samples; otherwise each
+    call's reported quantiles stand in for its packets (``approximate``)."""
 
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency: Histogram = field(default_factory=Histogram)

@@ -148,7 +148,10 @@ def media_config(value: bool | MediaConfig | dict[str, Any] | None) -> MediaConf
 class MediaResult:
     """The media of one call leg, as its UE saw it. Latencies and jitter in ms; ``loss`` is the
     fraction of the packets expected (received + lost from sequence gaps) that never came;
-    ``peer_fraction_lost``: the loss the peer reported in its last RR (``None``: no RR came)."""
+    ``peer_fraction_lost``: the loss the peer reported in its last RR (``None``: no RR came).
+    ``latency_histogram``: the flow's latency histogram as ``(low_ms, high_ms, count)`` buckets
+    (:attr:`~nf_modules.mediacore.engine.FlowStats.latency_buckets`), so that legs merge into
+    the exact distribution of all their packets (percentiles of legs do not)."""
 
     call_id: str
     user: str
@@ -167,6 +170,7 @@ class MediaResult:
     peer_fraction_lost: float | None
     duration_s: float
     wav_path: str | None = None
+    latency_histogram: tuple[tuple[float, float, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -397,6 +401,7 @@ class UeMedia:
             jitter_ms=float(stats.jitter_ms), latency_ms=_latency(stats),
             rr_sent=leg.rr_sent, rr_received=leg.rr_received, peer_fraction_lost=leg.peer_fraction_lost,
             duration_s=self.clock.now() - leg.opened_at, wav_path=wav_path,
+            latency_histogram=stats.latency_buckets,
         )
         if leg.remote is not None:  # a leg whose call never got established is no media sample
             self.results.append(result)

@@ -144,6 +144,27 @@ static PyObject *ms_or_none(const mc_hist *h, double q)
     return PyFloat_FromDouble((double)mc_hist_percentile(h, q) / 1000.0);
 }
 
+/* The non-empty latency buckets as [(low_us, high_us, count), ...], ascending; bounds inclusive. */
+static PyObject *hist_buckets(const mc_hist *h)
+{
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    for (unsigned i = 0; i < HIST_BUCKETS && h->total; i++) {
+        if (!h->counts[i])
+            continue;
+        PyObject *item = Py_BuildValue("(KKk)", (unsigned long long)mc_hist_lower(i),
+                                       (unsigned long long)mc_hist_upper(i), (unsigned long)h->counts[i]);
+        if (!item || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return list;
+}
+
 /* The counters of one flow core; the shared part of flow_stats() and process(). */
 static PyObject *core_stats(const mc_flow *f)
 {
@@ -166,6 +187,7 @@ static PyObject *core_stats(const mc_flow *f)
         set_item(d, "latency_p99_ms", ms_or_none(&f->hist, 99.0)) < 0 ||
         set_item(d, "latency_p999_ms", ms_or_none(&f->hist, 99.9)) < 0 ||
         set_item(d, "latency_max_ms", ms_or_none(&f->hist, 100.0)) < 0 ||
+        set_item(d, "latency_buckets", hist_buckets(&f->hist)) < 0 ||
         set_item(d, "recorded_bytes", PyLong_FromSize_t(f->rec_len)) < 0 || PyDict_SetItemString(d, "drops", drops) < 0)
         goto fail;
     Py_DECREF(drops);

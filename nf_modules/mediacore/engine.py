@@ -88,7 +88,11 @@ class Metadata:
 @dataclass(frozen=True)
 class FlowStats:
     """A flow's cumulative counters and one-way latency percentiles in ms (p50 ... max, from an
-    HDR-style log-linear histogram, relative error < 1/64; NaN when no stamped packet came)."""
+    HDR-style log-linear histogram, relative error < 1/64; NaN when no stamped packet came).
+    ``latency_buckets``: that histogram's non-empty buckets as ``(low_ms, high_ms, count)``,
+    ascending; a bucket holds the latencies (whole us) from ``low_ms`` to ``high_ms`` inclusive:
+    one us wide below 0.128 ms, then under 1/64 of ``low_ms``. Buckets of many flows add up to
+    the histogram of all their packets."""
 
     flow_id: int
     packets: int
@@ -111,6 +115,7 @@ class FlowStats:
     recorded_bytes: int
     version: int  # of the current instruction
     drops: dict[str, int] = field(default_factory=dict)
+    latency_buckets: tuple[tuple[float, float, int], ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FlowStats:
@@ -118,6 +123,7 @@ class FlowStats:
         for key in _PERCENTILES:
             ms = values.pop(f"latency_{key}_ms")
             values[key] = math.nan if ms is None else ms
+        values["latency_buckets"] = tuple((low / 1000.0, high / 1000.0, n) for low, high, n in values.get("latency_buckets", ()))
         return cls(**{k: values[k] for k in cls.__dataclass_fields__})
 
 

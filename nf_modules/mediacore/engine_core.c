@@ -34,6 +34,14 @@ unsigned mc_hist_index(uint64_t us)
     return e * HIST_HALF + (unsigned)(us >> e);
 }
 
+uint64_t mc_hist_lower(unsigned index)
+{
+    if (index < (1u << HIST_SUB_BITS))
+        return index;
+    unsigned e = index / HIST_HALF - 1;
+    return (uint64_t)(index - e * HIST_HALF) << e;
+}
+
 uint64_t mc_hist_upper(unsigned index)
 {
     if (index < (1u << HIST_SUB_BITS))

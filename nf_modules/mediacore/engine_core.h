@@ -56,6 +56,7 @@ typedef struct {
 } mc_hist;
 
 unsigned mc_hist_index(uint64_t us);
+uint64_t mc_hist_lower(unsigned index); /* lowest value that falls in the bucket */
 uint64_t mc_hist_upper(unsigned index); /* highest value that falls in the bucket */
 void mc_hist_record(mc_hist *h, uint64_t us);
 uint64_t mc_hist_percentile(const mc_hist *h, double q); /* q in [0,100]; 0 when empty */

@@ -64,6 +64,14 @@ def hist_index(us: int) -> int:
     return e * _HIST_HALF + (us >> e)
 
 
+def hist_lower(index: int) -> int:
+    """Lowest latency (us) that falls in the bucket."""
+    if index < (1 << _HIST_SUB_BITS):
+        return index
+    e = index // _HIST_HALF - 1
+    return (index - e * _HIST_HALF) << e
+
+
 def hist_upper(index: int) -> int:
     """Highest latency (us) that falls in the bucket."""
     if index < (1 << _HIST_SUB_BITS):
@@ -85,6 +93,10 @@ class Histogram:
         self.counts[i] = self.counts.get(i, 0) + 1
         self.total += 1
         self.max_us = max(self.max_us, us)
+
+    def buckets(self) -> list[tuple[int, int, int]]:
+        """The non-empty buckets as ``(low_us, high_us, count)`` (bounds inclusive), ascending."""
+        return [(hist_lower(i), hist_upper(i), self.counts[i]) for i in sorted(self.counts)]
 
     def percentile(self, q: float) -> int:
         if self.total == 0:
@@ -405,6 +417,7 @@ def core_stats(f: FlowCore) -> dict[str, Any]:
         "latency_p99_ms": _ms(f.hist, 99.0),
         "latency_p999_ms": _ms(f.hist, 99.9),
         "latency_max_ms": _ms(f.hist, 100.0),
+        "latency_buckets": f.hist.buckets(),
         "recorded_bytes": len(f.rec),
         "drops": dict(f.drops),
     }

@@ -168,6 +168,10 @@ def test_generator_to_a_sink_flow_measures_latency(native: bool, socks) -> None:
         stats = eng.flow_stats(1)
     assert stats.latency_count == 15 and stats.lost == 0 and stats.ssrc == 5
     assert 0 <= stats.p50 <= stats.p99 <= stats.max < 1000
+    # the histogram behind the percentiles, in ms: every packet in one bucket, the max in the last
+    assert sum(n for _, _, n in stats.latency_buckets) == 15
+    assert all(low <= high for low, high, _ in stats.latency_buckets)
+    assert stats.latency_buckets[0][0] <= stats.p50 and stats.latency_buckets[-1][0] <= stats.max <= stats.latency_buckets[-1][1]
 
 
 async def test_metadata_through_fileno_and_add_reader(native: bool, socks) -> None:

@@ -96,5 +96,7 @@ def test_media_metrics_when_the_pool_carries_media(tmp_path: Path) -> None:
     assert m["completed"] == 2
     latency = m["media_latency_ms"]
     assert latency is not None and 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+    assert m["media_latency_approximate"] is False  # every leg's engine buckets merged into one histogram
+    assert result.summary["media"]["calls"] == 4  # both legs of both calls
     assert m["media_loss"] is not None and 0 <= m["media_loss"] < 0.5
     assert (tmp_path / "m" / "media_latency_cdf.svg").is_file()

@@ -46,6 +46,9 @@ def assert_clean_media(sent: Any, received: Any, hold: float) -> None:
     latency = received.latency_ms
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"], latency
     assert latency["p99"] < 100, latency  # loopback on a busy 2-core machine: still far below this
+    buckets = received.latency_histogram  # the engine's histogram of the leg, for exact merging
+    assert sum(n for _, _, n in buckets) == received.packets_received, buckets
+    assert buckets[-1][0] <= latency["max"] <= buckets[-1][1], (buckets, latency)
     assert 0 <= received.jitter_ms < 20, received
 
 

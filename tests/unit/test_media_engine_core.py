@@ -129,6 +129,20 @@ def test_latency_percentiles_from_stamps() -> None:
     assert both([(pkt(1, 0), T0)])[1]["latency_p50_ms"] is None
 
 
+def test_latency_buckets_are_the_histogram_exported() -> None:
+    # latencies 50 us, 50 us, 1 ms, 1.003 ms, 100 ms: exact below 128 us, then 1/64-wide buckets
+    lat_ns = [50_000, 50_999, 1_000_000, 1_003_000, 100_000_000]
+    packets = [(pkt(i, 160 * i, stamp_ns=T0 + i * MS - ns), T0 + i * MS) for i, ns in enumerate(lat_ns)]
+    _, stats = both(packets, (SINK, NONE, 0, -1))
+    assert stats["latency_buckets"] == [(50, 50, 2), (1000, 1007, 2), (99328, 100351, 1)]
+    assert sum(n for _, _, n in stats["latency_buckets"]) == stats["latency_count"]
+    for low, high, _ in stats["latency_buckets"]:
+        index = pure_packet.hist_index(low)
+        assert (pure_packet.hist_lower(index), pure_packet.hist_upper(index)) == (low, high)
+        assert _mediaengine.hist_index(low) == _mediaengine.hist_index(high) == index != _mediaengine.hist_index(high + 1)
+    assert both([(pkt(1, 0), T0)])[1]["latency_buckets"] == []
+
+
 def test_stamp_from_the_future_counts_as_zero_latency() -> None:
     _, stats = both([(pkt(1, 0, stamp_ns=T0 + 5 * MS), T0)])
     assert stats["latency_max_ms"] == 0.0

@@ -6,6 +6,8 @@ import pytest
 
 from experiments.histogram import Histogram
 from experiments.metrics import MediaMetrics, SipMetrics, module_metrics, normalise_media_stats, retransmissions
+from nf_modules.mediacore import pure_packet
+from nf_modules.ue_media import MediaResult, aggregate
 from nf_modules.user_agent import CallResult
 
 
@@ -111,6 +113,71 @@ def test_pool_aggregate_alone_is_used_but_marked_approximate() -> None:
     summary = media.summary()
     assert summary is not None
     assert summary["latency_ms"] == {"p50": 2.0, "p90": 3.0, "p99": 4.0, "max": 5.0} and summary["approximate"] is True
+
+
+def _engine_leg(call_id: str, latencies_us: list[int], *, buckets: bool = True) -> dict:
+    """A UE leg as ``MediaResult.as_dict()`` gives it: the engine's percentiles (the pure twin's
+    latency histogram, identical to the C one) and, with ``buckets``, its non-empty buckets."""
+    h = pure_packet.Histogram()
+    for us in latencies_us:
+        h.record(us)
+    leg = {"call_id": call_id, "role": "uas", "packets_received": h.total, "loss": 0.0, "jitter_ms": 0.1,
+           "latency_ms": {k: h.percentile(q) / 1000 for k, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}}
+    if buckets:
+        leg["latency_histogram"] = [(low / 1000, high / 1000, n) for low, high, n in h.buckets()]
+    return leg
+
+
+def test_engine_buckets_merge_into_the_percentiles_of_every_packet() -> None:
+    a = _engine_leg("a", [1000] * 99 + [100_000])
+    b = _engine_leg("b", [2000] * 100)
+    media = MediaMetrics()
+    media.add_many([a, b])
+    summary = media.summary()
+    assert summary is not None and summary["approximate"] is False
+    # 200 packets: 99 at 1 ms, 100 at 2 ms, 1 at 100 ms; engine buckets [2000, 2015] us, max exact
+    assert summary["latency_ms"]["p50"] == pytest.approx(2.0, rel=1 / 64)
+    assert summary["latency_ms"]["p99"] == pytest.approx(2.0, rel=1 / 64)
+    assert summary["latency_ms"]["max"] == 100.0
+    assert media.latency.count == 200
+    # the pool's packet-weighted mean of the legs' percentiles says 1.5 ms for both
+    legs = [MediaResult(call_id=leg["call_id"], user="u", role="uas", local_port=0, remote=None, packets_sent=0,
+                        packets_received=leg["packets_received"], bytes_received=0, lost=0, loss=0.0, jitter_ms=0.1,
+                        latency_ms=leg["latency_ms"], rr_sent=0, rr_received=0, peer_fraction_lost=None, duration_s=1.0,
+                        latency_histogram=tuple(leg["latency_histogram"])) for leg in (a, b)]
+    assert aggregate(legs)["latency_ms"]["p50"] == pytest.approx(1.5, abs=0.02)
+    from_results = MediaMetrics()
+    from_results.add_many([leg.as_dict() for leg in legs])
+    assert from_results.summary() == summary
+
+
+def test_engine_buckets_beat_the_quantile_mixture() -> None:
+    # leg a: 89 at 1 ms, 11 at 50 ms (its p90 is 50 ms); leg b: 100 at 2 ms. Of all 200 packets
+    # the p90 (rank 180) is 2 ms; the mixture puts 40 % of leg a at its p90 and says 50 ms.
+    values = ([1000] * 89 + [50_000] * 11, [2000] * 100)
+    exact, mixture = MediaMetrics(), MediaMetrics()
+    exact.add_many([_engine_leg("a", values[0]), _engine_leg("b", values[1])])
+    mixture.add_many([_engine_leg("a", values[0], buckets=False), _engine_leg("b", values[1], buckets=False)])
+    assert exact.summary()["latency_ms"]["p90"] == pytest.approx(2.0, rel=1 / 64)  # type: ignore[index]
+    assert exact.summary()["latency_ms"]["p99"] == pytest.approx(50.0, rel=1 / 64)  # type: ignore[index]
+    assert exact.summary()["approximate"] is False  # type: ignore[index]
+    assert mixture.summary()["latency_ms"]["p90"] == pytest.approx(50.0, rel=1 / 64)  # type: ignore[index]
+    assert mixture.summary()["approximate"] is True  # type: ignore[index]
+    # one leg without buckets makes the whole approximate again
+    mixed = MediaMetrics()
+    mixed.add_many([_engine_leg("a", values[0]), _engine_leg("b", values[1], buckets=False)])
+    assert mixed.summary()["approximate"] is True  # type: ignore[index]
+
+
+def test_engine_buckets_at_their_upper_bound_capped_at_the_exact_max() -> None:
+    h = Histogram()
+    h.record_buckets([(1.0, 1.007, 3), (99.328, 100.351, 1)], max_value=100.0)
+    assert (h.count, h.max, h.percentile(50)) == (4, 100.0, pytest.approx(1.007))
+    for bad in ([(1.0, 2.0)], [(2.0, 1.0, 1)], [(1.0, 2.0, 0)], [(1.0, float("nan"), 1)], ["abc"]):
+        with pytest.raises(ValueError):
+            Histogram().record_buckets(bad)  # type: ignore[arg-type]
+    # a malformed bucket list is not a histogram: the leg falls back to its percentiles
+    assert "histogram" not in normalise_media_stats({"latency_ms": {"p50": 1.0}, "latency_histogram": [(1, 2)]})
 
 
 def test_no_media_is_none() -> None:
