@@ -384,19 +384,30 @@ static PyObject *Engine_add_flow(Engine *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *Engine_remove_flow(Engine *self, PyObject *args)
+/* The flow named by ``args`` (one flow id), found with the engine locked: returned with the
+ * lock held, or NULL with the lock released and the error (bad argument, closed engine,
+ * KeyError for an unknown flow) set. */
+static flow_t *lock_flow(mc_engine *e, PyObject *args, size_t *slot)
 {
-    mc_engine *e = &self->core;
     long long flow_id;
-    size_t slot;
     if (!PyArg_ParseTuple(args, "L", &flow_id) || check_open(e) < 0)
         return NULL;
     LOCK(e);
-    flow_t *fl = mc_find_flow(e, flow_id, &slot);
+    flow_t *fl = mc_find_flow(e, flow_id, slot);
     if (!fl) {
         UNLOCK(e);
-        return PyErr_Format(PyExc_KeyError, "no flow %lld", flow_id);
+        PyErr_Format(PyExc_KeyError, "no flow %lld", flow_id);
     }
+    return fl;
+}
+
+static PyObject *Engine_remove_flow(Engine *self, PyObject *args)
+{
+    mc_engine *e = &self->core;
+    size_t slot;
+    flow_t *fl = lock_flow(e, args, &slot);
+    if (!fl)
+        return NULL;
     mc_flush_sends(e); /* pending outputs may still use this flow's sockets */
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, fl->fd, NULL);
     e->flows[slot] = NULL;
@@ -477,15 +488,9 @@ done:
 static PyObject *Engine_release(Engine *self, PyObject *args)
 {
     mc_engine *e = &self->core;
-    long long flow_id;
-    if (!PyArg_ParseTuple(args, "L", &flow_id) || check_open(e) < 0)
+    flow_t *fl = lock_flow(e, args, NULL);
+    if (!fl)
         return NULL;
-    LOCK(e);
-    flow_t *fl = mc_find_flow(e, flow_id, NULL);
-    if (!fl) {
-        UNLOCK(e);
-        return PyErr_Format(PyExc_KeyError, "no flow %lld", flow_id);
-    }
     if (fl->held) {
         fl->release_pending = 1;
         e->release_flag = 1;
@@ -498,12 +503,10 @@ static PyObject *Engine_release(Engine *self, PyObject *args)
 static PyObject *Engine_flow_stats(Engine *self, PyObject *args)
 {
     mc_engine *e = &self->core;
-    long long flow_id;
-    if (!PyArg_ParseTuple(args, "L", &flow_id) || check_open(e) < 0)
+    flow_t *fl = lock_flow(e, args, NULL);
+    if (!fl)
         return NULL;
-    LOCK(e);
-    flow_t *fl = mc_find_flow(e, flow_id, NULL);
-    PyObject *d = fl ? flow_stats_dict(fl, mc_mono_ns()) : PyErr_Format(PyExc_KeyError, "no flow %lld", flow_id);
+    PyObject *d = flow_stats_dict(fl, mc_mono_ns());
     UNLOCK(e);
     return d;
 }
@@ -595,15 +598,9 @@ static PyObject *Engine_drain_metadata(Engine *self, PyObject *Py_UNUSED(ignored
 static PyObject *Engine_take_recording(Engine *self, PyObject *args)
 {
     mc_engine *e = &self->core;
-    long long flow_id;
-    if (!PyArg_ParseTuple(args, "L", &flow_id) || check_open(e) < 0)
+    flow_t *fl = lock_flow(e, args, NULL);
+    if (!fl)
         return NULL;
-    LOCK(e);
-    flow_t *fl = mc_find_flow(e, flow_id, NULL);
-    if (!fl) {
-        UNLOCK(e);
-        return PyErr_Format(PyExc_KeyError, "no flow %lld", flow_id);
-    }
     PyObject *b = PyBytes_FromStringAndSize((const char *)fl->core.rec, (Py_ssize_t)fl->core.rec_len);
     fl->core.rec_len = 0;
     UNLOCK(e);
