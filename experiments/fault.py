@@ -45,7 +45,7 @@ from actors import Runtime, Topology
 from actors.topology import MODES
 from experiments.load import DEFAULT_TOPOLOGY, LoadConfig, _overrides, media_supported, resolve_topology
 from experiments.progress import Progress
-from experiments.results import RunResult, prepare_results_dir, write_json, write_results
+from experiments.results import RunResult, prepare_results_dir, run_modes, write_json, write_results
 from faults.plan import FaultPlan, PlanError, load_plan, resolve
 from faults.timeline import (
     CALL_ENDED,
@@ -714,13 +714,13 @@ def run_fault_compare(
                                             "seed": prepared["refactored"].plan.seed, "fault": config.to_dict(),
                                             "plan": prepared["refactored"].plan.as_dict()})
     stop = stop or threading.Event()
-    results: dict[str, RunResult] = {}
-    for mode in MODES:
-        if stop.is_set():
-            break
-        progress = progress_factory(mode, prepared[mode].schedule.duration) if progress_factory else None
-        results[mode] = run_fault(dataclasses.replace(config, mode=mode), out=(folder / mode) if folder else None,
-                                  write=write, progress=progress, stop=stop, argv=argv)
+    results = run_modes(
+        MODES,
+        lambda mode, sub, progress: run_fault(dataclasses.replace(config, mode=mode), out=sub, write=write,
+                                              progress=progress, stop=stop, argv=argv),
+        folder=folder, durations={mode: prepared[mode].schedule.duration for mode in MODES},
+        progress_factory=progress_factory, stop=stop,
+    )
     if folder is not None:
         summary = {mode: r.metrics for mode, r in results.items()}
         write_json(folder / "summary.json", {"experiment": "fault-compare", **summary})

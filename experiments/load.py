@@ -38,7 +38,7 @@ from actors.topology import MODES
 from experiments.histogram import Histogram
 from experiments.metrics import MediaMetrics, SipMetrics, module_metrics, retransmissions
 from experiments.progress import Progress
-from experiments.results import RunResult, prepare_results_dir, write_json, write_results
+from experiments.results import RunResult, prepare_results_dir, run_modes, write_json, write_results
 from experiments.workloads import (
     SELECTORS,
     Constant,
@@ -548,16 +548,16 @@ def run_load_compare(
     media = _want_media(config)
     folder = prepare_results_dir(out, "load-compare") if write else None
     stop = stop or threading.Event()
-    results: dict[str, RunResult] = {}
     if folder is not None:
         write_json(folder / "config.json", {"experiment": "load-compare", "argv": argv, "seed": config.seed,
                                             "media": media, "load": config.to_dict()})
-    for mode in MODES:
-        if stop.is_set():
-            break
-        progress = progress_factory(mode, config.profile.duration) if progress_factory else None
-        results[mode] = run_load(dataclasses.replace(config, mode=mode), out=(folder / mode) if folder else None,
-                                 write=write, progress=progress, stop=stop, argv=argv)
+    results = run_modes(
+        MODES,
+        lambda mode, sub, progress: run_load(dataclasses.replace(config, mode=mode), out=sub, write=write,
+                                             progress=progress, stop=stop, argv=argv),
+        folder=folder, durations={mode: config.profile.duration for mode in MODES},
+        progress_factory=progress_factory, stop=stop,
+    )
     if folder is not None:
         summary = {mode: r.metrics for mode, r in results.items()}
         write_json(folder / "summary.json", {"experiment": "load-compare", **summary})

@@ -18,7 +18,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,23 @@ def write_results(result: RunResult, folder: Path, *, plots: bool = True) -> Pat
 def _title(result: RunResult) -> str:
     mode = result.metrics.get("mode")
     return f"{result.experiment}" + (f" ({mode})" if mode else "")
+
+
+def run_modes(
+    modes: Iterable[str],
+    run_one: Callable[[str, Path | None, Any], RunResult],
+    *,
+    folder: Path | None,
+    durations: Mapping[str, float | None],
+    progress_factory: Callable[[str, float | None], Any] | None,
+    stop: threading.Event,
+) -> dict[str, RunResult]:
+    """A comparison's runs, one mode after the other until ``stop``: ``run_one(mode, out,
+    progress)`` writes its results to ``folder/<mode>`` (``None``: writes nothing)."""
+    results: dict[str, RunResult] = {}
+    for mode in modes:
+        if stop.is_set():
+            break
+        progress = progress_factory(mode, durations[mode]) if progress_factory else None
+        results[mode] = run_one(mode, (folder / mode) if folder is not None else None, progress)
+    return results
