@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actors import Runtime, Topology, load_topology
-from actors.gc_tuning import tune_for_latency
+from actors.gc_tuning import collect_old, tune_for_latency
 from nf_modules.deployment import ImsDeployment, deploy
 
 __all__ = ["DEFAULT_TOPOLOGY", "serve", "sipp_commands"]
@@ -56,7 +56,9 @@ def serve(
     ready: threading.Event | None = None,
     print_fn: Any = print,
 ) -> dict[str, Any]:
-    """Run the IMS until Ctrl-C (or ``duration`` seconds); return this process's modules' stats.
+    """Run the IMS until Ctrl-C (or ``duration`` seconds); return this process's modules' stats
+    (and, under ``gc_old_generations``, what a full collection found at the end: see
+    ``actors.gc_tuning``).
 
     With several placement groups in the topology and no ``process`` given, the
     groups without the P-CSCF run in child processes (``run.py serve --process
@@ -84,6 +86,9 @@ def serve(
                 ready.set()
             stop.wait(duration)
             stats = runtime.run(ims.stats(), timeout=30)
+            # Did cycles outlive their young collection (which tune_for_latency leaves
+            # uncollected)? Counted here, once the load has stopped.
+            stats["gc_old_generations"] = collect_old()
             runtime.run(ims.stop(), timeout=60)
         return stats
     finally:
