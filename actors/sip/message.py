@@ -6,8 +6,11 @@ values stay strings, and structured values (URIs, Via, name-addrs) are parsed on
 asked for (:mod:`actors.sip.headers`).  The few values parse() must check (request line,
 From, To, top Via) go through one precompiled ``fullmatch`` for their canonical shape - a
 single C call, measured faster than the equivalent str-method checks - and through the
-full structural check in :mod:`actors.sip.headers` only when that does not match.  It
-never imports asyncio and never does I/O.
+full structural check in :mod:`actors.sip.headers` only when that does not match (From and
+To values that passed are remembered in a bounded set, since every hop of a call parses
+the same ones again).  Derived values the hop logic reads repeatedly (CSeq, branch, tags,
+Call-ID) are cached on the message (see :class:`SipMessage`).  It never imports asyncio
+and never does I/O.
 
 Input rules (decided here, checked in ``tests/unit/test_sip_message*.py``):
 
@@ -239,6 +242,9 @@ _WS = " \t"
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
 
 
+_new_message = object.__new__
+
+
 def canonical_name(name: str) -> str:
     """Canonical spelling of a header name; compact forms expanded; unknown names as given."""
     c = _CANON_EXACT.get(name)
@@ -277,9 +283,20 @@ class SipMessage:
 
     Header names given to the accessors are matched case-insensitively, compact forms
     accepted.  Unknown (extension) names are compared case-insensitively too.
+
+    The derived values every hop reads several times (``cseq``, ``branch``, ``call_id``,
+    ``from_tag``, ``to_tag``) are cached as ``(index, header tuple, value)``: a cached value
+    is used only while ``headers[index]`` is still that very tuple object, so any edit that
+    replaces, removes or shifts the header line it came from (through the methods below or
+    directly on ``headers``) recomputes it.  The one edit it cannot see is a direct
+    ``headers[j] = (name, value)`` that turns a line *above* it into another line of the same
+    name without shifting anything; use :meth:`add` (``first=True``) or :meth:`set` for that.
     """
 
-    __slots__ = ("method", "uri", "status", "reason", "headers", "body")
+    __slots__ = (
+        "method", "uri", "status", "reason", "headers", "body",
+        "_cseq_c", "_via_c", "_cid_c", "_from_c", "_to_c",
+    )
 
     def __init__(
         self,
@@ -296,6 +313,8 @@ class SipMessage:
         self.reason = reason
         self.headers = [] if headers is None else headers
         self.body = body
+        # derived-value caches (see the class docstring)
+        self._cseq_c = self._via_c = self._cid_c = self._from_c = self._to_c = None
 
     # --- construction ----------------------------------------------------------------
 
@@ -358,11 +377,13 @@ class SipMessage:
         if i > 0:
             text = data[:i].decode("utf-8", "surrogateescape")
             lines = text.split("\r\n")
-            n = len(lines) - 1
-            if text.count("\n") == n and text.count("\r") == n:
-                body_start = i + 4
-            else:
+            # a bare CR or LF stays inside a line after the split (joining and two memchr
+            # scans are cheaper than counting every CR and LF in the text)
+            joined = "".join(lines)
+            if "\n" in joined or "\r" in joined:
                 lines = None  # bare LF or CR somewhere: the general path decides
+            else:
+                body_start = i + 4
         if lines is None:
             lines, text, body_start = _split_general(data)
         if "\x00" in text:
@@ -425,21 +446,31 @@ class SipMessage:
             for n in _SINGLE:
                 if names.count(n) > 1:
                     raise SipParseError(400, f"more than one {n} header", msg)
-        cseq = headers[icseq][1]
+        hcseq = headers[icseq]
+        cseq = hcseq[1]
         num, _, cmethod = cseq.partition(" ")
+        # canonical "<digits> <token>": the value the cseq property computes, cached below
+        canonical_cseq = True
         if not (num.isdigit() and num.isascii()) or len(num) > 10:
+            canonical_cseq = False
             num, _, cmethod = cseq.replace("\t", " ").partition(" ")
             if not (num.isdigit() and num.isascii()) or len(num.lstrip("0")) > 10:
                 raise SipParseError(400, f"bad CSeq {cseq[:40]!r}", msg)
-        if int(num) >= 0x80000000:
+        number = int(num)
+        if number >= 0x80000000:
             raise SipParseError(400, f"CSeq number out of range {cseq[:40]!r}", msg)
         if cmethod != method:
-            cmethod = cmethod.strip(_WS)
+            stripped = cmethod.strip(_WS)
+            if len(stripped) != len(cmethod):
+                canonical_cseq = False
+            cmethod = stripped
             if method is None:
                 if not cmethod or not TOKEN_CHARS.issuperset(cmethod):
                     raise SipParseError(400, f"bad CSeq method {cseq[:40]!r}", msg)
             elif cmethod != method:
                 raise SipParseError(400, f"CSeq method {cmethod[:20]!r} does not match {method!r}", msg)
+        if canonical_cseq:
+            msg._cseq_c = (icseq, hcseq, (number, cmethod))
         cid = headers[icid][1]
         if not cid or " " in cid or "\t" in cid:
             raise SipParseError(400, "bad Call-ID", msg)
@@ -448,17 +479,21 @@ class SipMessage:
             if not (mf.isdigit() and mf.isascii()) or (len(mf) > 3 and len(mf.lstrip("0")) > 3) or int(mf) > 255:
                 raise SipParseError(400, f"bad Max-Forwards {mf[:20]!r}", msg)
         v = headers[ifrom][1]
-        if _NAME_ADDR_FAST(v) is None:
-            try:
-                check_name_addr(v)
-            except SipParseError as e:
-                raise SipParseError(400, f"bad From header: {e.reason}", msg) from None
+        if v not in _NAME_ADDR_SEEN:
+            if _NAME_ADDR_FAST(v) is None:
+                try:
+                    check_name_addr(v)
+                except SipParseError as e:
+                    raise SipParseError(400, f"bad From header: {e.reason}", msg) from None
+            _name_addr_seen(v)
         v = headers[ito][1]
-        if _NAME_ADDR_FAST(v) is None:
-            try:
-                check_name_addr(v)
-            except SipParseError as e:
-                raise SipParseError(400, f"bad To header: {e.reason}", msg) from None
+        if v not in _NAME_ADDR_SEEN:
+            if _NAME_ADDR_FAST(v) is None:
+                try:
+                    check_name_addr(v)
+                except SipParseError as e:
+                    raise SipParseError(400, f"bad To header: {e.reason}", msg) from None
+            _name_addr_seen(v)
         v = headers[ivia][1]
         if _VIA_FAST(v) is None:
             try:
@@ -755,33 +790,57 @@ class SipMessage:
         return None
 
     def copy(self) -> SipMessage:
-        """A copy with its own header list (values are immutable strings)."""
-        return SipMessage(self.method, self.uri, self.status, self.reason, list(self.headers), self.body)
+        """A copy with its own header list (values are immutable strings).  The header
+        tuples are shared, at the same positions, so the derived-value caches carry over."""
+        m = _new_message(SipMessage)
+        m.method = self.method
+        m.uri = self.uri
+        m.status = self.status
+        m.reason = self.reason
+        m.headers = list(self.headers)
+        m.body = self.body
+        m._cseq_c = self._cseq_c
+        m._via_c = self._via_c
+        m._cid_c = self._cid_c
+        m._from_c = self._from_c
+        m._to_c = self._to_c
+        return m
 
     # --- common fields ---------------------------------------------------------------
+    # Each reads its cache (index, header tuple, value) first: valid while that tuple is
+    # still at that index (see the class docstring); else one scan, and the cache is set.
 
     @property
     def call_id(self) -> str | None:
-        for n, v in self.headers:
-            if n == "Call-ID":
-                return v
-        return None
+        c = self._cid_c
+        if c is not None:
+            i, h, r = c
+            hs = self.headers
+            if i < len(hs) and hs[i] is h:
+                return r
+        found = _first_line(self.headers, "Call-ID")
+        if found is None:
+            return None
+        i, h = found
+        self._cid_c = (i, h, h[1])
+        return h[1]
 
     @property
     def cseq(self) -> tuple[int, str] | None:
         """``(number, method)`` or ``None`` when absent or malformed."""
-        for n, v in self.headers:
-            if n == "CSeq":
-                # fast path, the canonical "<digits> <method>": exactly what split() gives
-                num, sp, meth = v.partition(" ")
-                if (meth and num.isdigit() and num.isascii() and len(num) <= 20
-                        and " " not in meth and meth.isprintable()):
-                    return int(num), meth
-                parts = v.split()
-                if len(parts) != 2 or not _is_uint(parts[0]) or len(parts[0]) > 20:
-                    return None
-                return int(parts[0]), parts[1]
-        return None
+        c = self._cseq_c
+        if c is not None:
+            i, h, r = c
+            hs = self.headers
+            if i < len(hs) and hs[i] is h:
+                return r
+        found = _first_line(self.headers, "CSeq")
+        if found is None:
+            return None
+        i, h = found
+        r = _cseq_of(h[1])
+        self._cseq_c = (i, h, r)
+        return r
 
     @property
     def max_forwards(self) -> int | None:
@@ -799,28 +858,71 @@ class SipMessage:
     @property
     def branch(self) -> str | None:
         """The top Via's branch parameter (cheap: no full Via parse)."""
-        return branch_of(self.get("Via"))
+        c = self._via_c
+        if c is not None:
+            i, h, r = c
+            hs = self.headers
+            if i < len(hs) and hs[i] is h:
+                return r
+        found = _first_line(self.headers, "Via")
+        if found is None:
+            return None
+        i, h = found
+        r = branch_of(_list_head(h[1]))
+        self._via_c = (i, h, r)
+        return r
 
     @property
     def from_tag(self) -> str | None:
-        return _tag_of(self.get("From"))
+        c = self._from_c
+        if c is not None:
+            i, h, r = c
+            hs = self.headers
+            if i < len(hs) and hs[i] is h:
+                return r
+        found = _first_line(self.headers, "From")
+        if found is None:
+            return None
+        i, h = found
+        r = _tag_of(h[1])
+        self._from_c = (i, h, r)
+        return r
 
     @property
     def to_tag(self) -> str | None:
-        return _tag_of(self.get("To"))
+        c = self._to_c
+        if c is not None:
+            i, h, r = c
+            hs = self.headers
+            if i < len(hs) and hs[i] is h:
+                return r
+        found = _first_line(self.headers, "To")
+        if found is None:
+            return None
+        i, h = found
+        r = _tag_of(h[1])
+        self._to_c = (i, h, r)
+        return r
 
     def make_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> SipMessage:
         """A response to this request (RFC 3261 8.2.6): copies every Via, From, To (adding
         ``;tag=to_tag`` when given and To has none), Call-ID and CSeq; empty body."""
-        hs = []
-        for n, v in self.headers:
-            if n in _RESPONSE_COPY:
-                if n == "To" and to_tag is not None and _tag_of(v) is None:
-                    v = f"{v};tag={_check_value(to_tag)}"
-                hs.append((n, v))
-        response = SipMessage.response(status, reason)
-        response.headers = hs
-        return response
+        out = [h for h in self.headers if h[0] in _RESPONSE_COPY]  # the tuples are shared
+        if to_tag is not None:
+            i = 0
+            for n, v in out:
+                if n == "To" and _tag_of(v) is None:
+                    out[i] = ("To", f"{v};tag={_check_value(to_tag)}")
+                i += 1
+        # SipMessage.response()'s checks, without its header canonicalisation pass
+        status = int(status)
+        if not 100 <= status <= 699:
+            raise ValueError(f"bad status code {status}")
+        if reason is None:
+            reason = REASON_PHRASES.get(status, "")
+        elif "\r" in reason or "\n" in reason or "\x00" in reason:
+            raise ValueError("reason phrase must not contain CR, LF or NUL")
+        return SipMessage(None, None, status, reason, out, b"")
 
 
 # --- parse helpers ---------------------------------------------------------------------
@@ -948,6 +1050,19 @@ _REQUEST_LINE_FAST = re.compile(
 ).fullmatch
 
 
+# From/To values that passed the check above.  The check is a pure function of the string
+# and every hop of a call (and each of its responses) parses the same From and To again, so
+# a set lookup replaces the regex; cleared when full (a rolling memo, not a growing one).
+_NAME_ADDR_SEEN: set[str] = set()
+_NAME_ADDR_SEEN_MAX = 4096
+
+
+def _name_addr_seen(v: str) -> None:
+    if len(_NAME_ADDR_SEEN) >= _NAME_ADDR_SEEN_MAX:
+        _NAME_ADDR_SEEN.clear()
+    _NAME_ADDR_SEEN.add(v)
+
+
 def _check_via(v: str) -> None:
     if _VIA_FAST(v) is None:
         end = first_value_end(v)
@@ -976,6 +1091,39 @@ def branch_of(via: str | None) -> str | None:
         end = ptext.find(";", 7)
         return (ptext[7:] if end < 0 else ptext[7:end]).strip(_WS)
     return _param_of(ptext, "branch")
+
+
+def _first_line(hs: list[tuple[str, str]], key: str) -> tuple[int, tuple[str, str]] | None:
+    """``(index, header tuple)`` of the first line named ``key`` (a canonical name)."""
+    i = 0
+    for h in hs:
+        if h[0] == key:
+            return i, h
+        i += 1
+    return None
+
+
+def _list_head(v: str) -> str | None:
+    """The first element of a list header's line (what :meth:`SipMessage.get` returns)."""
+    if "," in v:
+        end = first_value_end(v)
+        if end >= 0:
+            head = v[:end].rstrip(_WS)
+            return head if head else (split_header_values(v) or [None])[0]
+    return v
+
+
+def _cseq_of(v: str) -> tuple[int, str] | None:
+    """A CSeq value as ``(number, method)``, ``None`` when malformed."""
+    # fast path, the canonical "<digits> <method>": exactly what split() gives
+    num, sp, meth = v.partition(" ")
+    if (meth and num.isdigit() and num.isascii() and len(num) <= 20
+            and " " not in meth and meth.isprintable()):
+        return int(num), meth
+    parts = v.split()
+    if len(parts) != 2 or not _is_uint(parts[0]) or len(parts[0]) > 20:
+        return None
+    return int(parts[0]), parts[1]
 
 
 def _tag_of(v: str | None) -> str | None:

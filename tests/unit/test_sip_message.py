@@ -560,6 +560,57 @@ def test_copy_is_independent() -> None:
     assert c != m and len(m.get_all("Via")) == 2
 
 
+def _fresh(m: SipMessage) -> tuple:
+    """The derived values computed from scratch (a new message, no caches)."""
+    f = SipMessage(m.method, m.uri, m.status, m.reason, list(m.headers), m.body)
+    return (f.cseq, f.branch, f.call_id, f.from_tag, f.to_tag)
+
+
+def _derived(m: SipMessage) -> tuple:
+    return (m.cseq, m.branch, m.call_id, m.from_tag, m.to_tag)
+
+
+def test_cached_derived_values_follow_every_edit() -> None:
+    m = SipMessage.parse(invite())
+    assert _derived(m) == ((7, "INVITE"), "z9hG4bKtop", "c1@10.0.0.1", "a1", None)
+    edits = [
+        lambda: m.set("CSeq", "8 INVITE"),
+        lambda: m.pop_first("Via"),
+        lambda: m.add("Via", "SIP/2.0/UDP me;branch=z9hG4bKme", first=True),
+        lambda: m.set("To", "<sip:bob@ims.example>;tag=t9"),
+        lambda: m.remove("From"),
+        lambda: m.add("From", "<sip:carol@x>;tag=c3"),
+        lambda: m.set("call-id", "other@x"),
+        lambda: m.add("CSeq", "1 BYE", first=True),  # a second CSeq above the first
+        lambda: m.remove("CSeq"),
+        lambda: m.decrement_max_forwards(),
+        # direct edits of the list: replace, insert above, delete, reassign
+        lambda: m.headers.__setitem__(0, ("Via", "SIP/2.0/UDP d;branch=z9hG4bKdirect")),
+        lambda: m.headers.insert(0, ("Via", "SIP/2.0/UDP e;branch=z9hG4bKabove, SIP/2.0/UDP f")),
+        lambda: m.headers.__delitem__(0),
+        lambda: setattr(m, "headers", [h for h in m.headers if h[0] != "To"]),
+        lambda: m.headers.append(("To", "<sip:dave@x>;tag=d4")),
+    ]
+    for edit in edits:
+        _derived(m)  # fill the caches, then edit
+        edit()
+        assert _derived(m) == _fresh(m)
+    assert _derived(m) == (None, "z9hG4bKdirect", "other@x", "c3", "d4")
+
+
+def test_copy_and_make_response_keep_derived_values_right() -> None:
+    m = SipMessage.parse(invite())
+    before = _derived(m)
+    c = m.copy()
+    assert _derived(c) == before
+    c.pop_first("Via")
+    c.set("CSeq", "9 INVITE")
+    assert _derived(c) == _fresh(c) and _derived(m) == before == _fresh(m)
+    r = m.make_response(180, to_tag="b2")
+    assert _derived(r) == ((7, "INVITE"), "z9hG4bKtop", "c1@10.0.0.1", "a1", "b2")
+    assert [n for n, _ in r.headers] == ["Via", "Via", "From", "To", "Call-ID", "CSeq"]
+
+
 def test_equality_ignores_content_length_only() -> None:
     a = SipMessage.parse(invite())
     b = SipMessage.parse(invite(cl="omit"))
