@@ -5,9 +5,10 @@ Nothing here reads a clock. Every deadline is an absolute float on whatever cloc
 
 - :class:`SipTimers` holds T1, T2, T4 and Timer D and derives every other RFC 3261 timer from them
   (plus RFC 6026's Timers L and M).
-- :class:`DeadlineQueue` is a min-heap of (deadline, owner) with lazy deletion: the transaction
-  layer and the hop monitor use it to expose one earliest deadline across thousands of machines
-  without scanning them all.
+- :class:`DeadlineQueue` is a min-heap of (deadline, owner) with lazy deletion: the hop monitor
+  uses it to expose one earliest deadline across thousands of machines without scanning them
+  all (the transaction layer keeps the same kind of heap, with each transaction's queued
+  deadline kept on the transaction itself instead of in a dict).
 """
 
 from __future__ import annotations

@@ -166,6 +166,20 @@ class TransactionTerminated(TransactionEvent):
 # ------------------------------------------------------------------------------------- matching
 
 
+#: RFC 3261 method names as constants: ``_METHODS.get(m) or m.upper()`` is ``m.upper()``, but
+#: keys built with it hold one shared string per method instead of a fresh upper-cased copy per
+#: message (lingering transactions keep their keys).
+_METHODS = {m: m for m in ("INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK",
+                           "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO",
+                           "PUBLISH")}
+
+
+#: "SIP/2.0/UDP host:port" (a canonical top Via up to its parameters) -> its sent-by tuple: the
+#: handful of peers a module talks to, each seen on every request; bounded (cleared when full).
+_SENT_BY_CACHE: dict[str, tuple[str, int]] = {}
+_SENT_BY_CACHE_MAX = 1024
+
+
 def _sent_by(msg: "SipMessage", top: str | None = None) -> tuple[str, int] | None:
     """The top Via's sent-by (host lower-cased, default port filled in); ``top``: that Via's
     value when the caller has it already."""
@@ -177,14 +191,23 @@ def _sent_by(msg: "SipMessage", top: str | None = None) -> tuple[str, int] | Non
         if top is None:
             return None
     if _VIA_FAST(top) is not None:
-        # the canonical shape (what the codec's fast check accepts): no full Via parse needed
-        transport, _, rest = top[8:].partition(" ")
-        hostport = rest.partition(";")[0]
+        # the canonical shape (what the codec's fast check accepts): no full Via parse needed;
+        # everything before the first ";" is "SIP/2.0/<transport> <host>[:<port>]"
+        prefix = top.partition(";")[0]
+        cached = _SENT_BY_CACHE.get(prefix)
+        if cached is not None:
+            return cached
+        transport, _, hostport = prefix[8:].partition(" ")
         if "[" not in hostport:
             host, colon, port = hostport.partition(":")
             if colon:
-                return (host.lower(), int(port))
-            return (host.lower(), 5061 if transport.upper() == "TLS" else 5060)
+                sent_by = (host.lower(), int(port))
+            else:
+                sent_by = (host.lower(), 5061 if transport.upper() == "TLS" else 5060)
+            if len(_SENT_BY_CACHE) >= _SENT_BY_CACHE_MAX:
+                _SENT_BY_CACHE.clear()
+            _SENT_BY_CACHE[prefix] = sent_by
+            return sent_by
     try:
         via = msg.top_via
     except ValueError:  # SipParseError: a malformed top Via never matches anything else
@@ -203,7 +226,8 @@ def client_key(msg: "SipMessage") -> tuple[str, str] | None:
     branch = msg.branch
     if not branch:
         return None
-    return (branch, msg.cseq[1].upper())
+    method = msg.cseq[1]
+    return (branch, _METHODS.get(method) or method.upper())
 
 
 def server_key(msg: "SipMessage") -> tuple[Any, ...]:
@@ -215,7 +239,8 @@ def server_key(msg: "SipMessage") -> tuple[Any, ...]:
     number, From tag and the raw top Via; that is enough for retransmissions and for the ACK of a
     non-2xx response, which is all this emulator meets.
     """
-    method = msg.method.upper()
+    method = msg.method
+    method = _METHODS.get(method) or method.upper()
     if method == "ACK":
         method = "INVITE"
     try:
@@ -240,13 +265,17 @@ class Transaction:
     ``_RETRANSMIT_TIMERS`` and ``_TIMER_INPUTS`` (timer name -> input).
 
     Every machine is on the hot path (several per module hop), hence ``__slots__`` throughout
-    the hierarchy and a ``_step`` that does no work for a transition that keeps the state.
+    the hierarchy, a ``_step`` that does no work for a transition that keeps the state, action
+    names resolved to functions once per class (``_ROWS``), and a ``_dirty`` flag so that the
+    layer is told about a transaction only when its timers or its state changed.
     """
 
     __slots__ = ("state", "destination", "timers", "ignored", "key", "_deadlines", "_outbox",
-                 "_events", "_on_change", "__weakref__")
+                 "_events", "_on_change", "_dirty", "_queued", "__weakref__")
 
     _TABLE: ClassVar[dict[tuple[Any, Any], tuple[Any, str | None]]]
+    #: ``_TABLE`` with each action name resolved to the function (built per subclass)
+    _ROWS: ClassVar[dict[tuple[Any, Any], tuple[Any, Callable[..., None] | None]]]
     _LOCAL_INPUTS: ClassVar[frozenset[Any]]
     _STATE_TIMERS: ClassVar[dict[Any, frozenset[str]]]
     _RETRANSMIT_TIMERS: ClassVar[frozenset[str]]
@@ -254,6 +283,13 @@ class Transaction:
     _TERMINATED: ClassVar[Any]
     #: True for the client machines (the layer files a terminated transaction by this)
     _IS_CLIENT: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = getattr(cls, "_TABLE", None)
+        if table is not None:  # resolved per class, so an override of an action is honoured
+            cls._ROWS = {key: (new_state, None if action is None else getattr(cls, action))
+                         for key, (new_state, action) in table.items()}
 
     def __init__(self, state: enum.Enum, destination: Address, timers: SipTimers) -> None:
         if type(timers) is not SipTimers and not isinstance(timers, SipTimers):
@@ -268,6 +304,10 @@ class Transaction:
         self._outbox: list[Datagram] = []
         self._events: list[TransactionEvent] = []
         self._on_change: Callable[["Transaction"], None] | None = None
+        #: the state or the timers changed since ``_on_change`` was last called
+        self._dirty = False
+        #: the deadline the layer has queued for this transaction (kept by the layer)
+        self._queued: float | None = None
 
     # -- sans-IO surface ---------------------------------------------------------------------
 
@@ -288,7 +328,18 @@ class Transaction:
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at or before ``now`` (see the module docstring for late fires)."""
-        fire_due(self._deadlines, now, self._RETRANSMIT_TIMERS, self._fire_timer)
+        deadlines = self._deadlines
+        if len(deadlines) == 1:
+            # the usual case (one linger timer: D, I, J, K, L or M): fire_due's own fast path,
+            # inlined, since every transaction ends this way
+            for name, deadline in deadlines.items():
+                if deadline <= now:
+                    del deadlines[name]
+                    self._step(self._TIMER_INPUTS[name], now, name)
+                break
+        else:
+            fire_due(deadlines, now, self._RETRANSMIT_TIMERS, self._fire_timer)
+        self._dirty = True
         self._changed()
 
     def datagrams_to_send(self) -> list[Datagram]:
@@ -322,9 +373,12 @@ class Transaction:
         self._on_change = on_change
 
     def _changed(self) -> None:
-        on_change = self._on_change
-        if on_change is not None:
-            on_change(self)
+        """Tell the owner (the layer), if the state or the timers changed since last time."""
+        if self._dirty:
+            self._dirty = False
+            on_change = self._on_change
+            if on_change is not None:
+                on_change(self)
 
     def _fire_timer(self, name: str, now: float) -> None:
         self._step(self._TIMER_INPUTS[name], now, name)
@@ -332,7 +386,7 @@ class Transaction:
     def _step(self, inp: Any, now: float, arg: Any) -> bool:
         """Apply one input. Returns False when a network input was absorbed (no table row)."""
         old_state = self.state
-        row = self._TABLE.get((old_state, inp))
+        row = self._ROWS.get((old_state, inp))
         if row is None:
             if inp in self._LOCAL_INPUTS:
                 raise TransactionStateError(type(self).__name__, old_state, inp.value)
@@ -341,9 +395,10 @@ class Transaction:
         new_state, action = row
         if new_state is old_state:
             if action is not None:
-                getattr(self, action)(now, arg)
+                action(self, now, arg)
             return True
         self.state = new_state
+        self._dirty = True
         deadlines = self._deadlines
         if deadlines:
             allowed = self._STATE_TIMERS.get(new_state)
@@ -353,7 +408,7 @@ class Transaction:
                 for name in [n for n in deadlines if n not in allowed]:
                     del deadlines[name]
         if action is not None:
-            getattr(self, action)(now, arg)
+            action(self, now, arg)
         self._enter(new_state, now)
         if new_state is self._TERMINATED:
             self._deadlines.clear()
@@ -365,6 +420,7 @@ class Transaction:
 
     def _arm(self, name: str, deadline: float) -> None:
         self._deadlines[name] = deadline
+        self._dirty = True
 
     def _send(self, data: bytes) -> None:
         self._outbox.append((data, self.destination))

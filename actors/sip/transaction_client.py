@@ -120,11 +120,12 @@ class _ClientTransaction(Transaction):
     _IS_CLIENT = True
 
     def __init__(self, request: "SipMessage", destination: Address, now: float,
-                 state: enum.Enum, timers: SipTimers) -> None:
-        super().__init__(state, destination, timers)
-        if not request.is_request:
+                 state: enum.Enum, timers: SipTimers, key: Any = None) -> None:
+        Transaction.__init__(self, state, destination, timers)
+        if request.method is None:
             raise ValueError("a client transaction is created with a request, not a response")
-        key = client_key(request)
+        if key is None:
+            key = client_key(request)
         if key is None or key[1] != request.method.upper():
             raise ValueError("the request needs a top Via with a branch and a CSeq matching its "
                              "method to start a client transaction")
@@ -224,10 +225,11 @@ class InviteClientTransaction(_ClientTransaction):
     _TERMINATED = _IC.TERMINATED
 
     def __init__(self, request: "SipMessage", destination: Address, now: float, *,
-                 timers: SipTimers = SipTimers()) -> None:
+                 timers: SipTimers = SipTimers(), key: Any = None) -> None:
+        """``key``: ``client_key(request)`` when the caller has computed it already."""
         if request.method.upper() != "INVITE":
             raise ValueError(f"InviteClientTransaction needs an INVITE, got {request.method}")
-        super().__init__(request, destination, now, _IC.CALLING, timers)
+        _ClientTransaction.__init__(self, request, destination, now, _IC.CALLING, timers, key)
         self.ack: "SipMessage | None" = None
         self._ack_bytes: bytes | None = None
         self._a_interval = timers.a
@@ -319,11 +321,12 @@ class NonInviteClientTransaction(_ClientTransaction):
     _TERMINATED = _NC.TERMINATED
 
     def __init__(self, request: "SipMessage", destination: Address, now: float, *,
-                 timers: SipTimers = SipTimers()) -> None:
+                 timers: SipTimers = SipTimers(), key: Any = None) -> None:
+        """``key``: ``client_key(request)`` when the caller has computed it already."""
         method = request.method.upper()
         if method in ("INVITE", "ACK"):
             raise ValueError(f"NonInviteClientTransaction cannot carry {method}")
-        super().__init__(request, destination, now, _NC.TRYING, timers)
+        _ClientTransaction.__init__(self, request, destination, now, _NC.TRYING, timers, key)
         self._e_interval = timers.e
         self._arm("E", now + self._e_interval)
         self._arm("F", now + timers.f)

@@ -21,9 +21,11 @@ own), ``StrayResponse`` (matched no client transaction), ``TransportFailed``,
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from typing import TYPE_CHECKING, Any, Iterator
 
-from actors.sip.timers import Address, Datagram, DeadlineQueue, SipTimers
+from actors.sip.timers import Address, Datagram, SipTimers
 from actors.sip.transaction import (
     AckReceived,
     RequestReceived,
@@ -50,6 +52,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["TransactionLayer"]
 
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+
 
 class TransactionLayer:
     """``TransactionLayer(*, timers=SipTimers(), trying_delay=0.2)``.
@@ -69,7 +74,14 @@ class TransactionLayer:
         self._servers: dict[Any, ServerTransaction] = {}
         self._outbox: list[Datagram] = []
         self._events: list[TransactionEvent] = []
-        self._deadlines: DeadlineQueue[Transaction] = DeadlineQueue()
+        # Earliest deadline across the transactions: a min-heap of (deadline, seq, tx) with lazy
+        # deletion, one live entry per transaction. Like DeadlineQueue, but the deadline a
+        # transaction is queued for is kept on the transaction itself (``tx._queued``) rather
+        # than in an owner -> deadline dict; an entry that does not match it is stale.
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._seq = itertools.count()
+        # one bound method shared by every transaction (not one allocated per transaction)
+        self._on_change = self._transaction_changed
 
     # -- TU side ---------------------------------------------------------------------------
 
@@ -85,9 +97,10 @@ class TransactionLayer:
                              f"{key[1]} is already running")
         tx: ClientTransaction
         if method == "INVITE":
-            tx = InviteClientTransaction(request, destination, now, timers=self.timers)
+            tx = InviteClientTransaction(request, destination, now, timers=self.timers, key=key)
         else:
-            tx = NonInviteClientTransaction(request, destination, now, timers=self.timers)
+            tx = NonInviteClientTransaction(request, destination, now, timers=self.timers,
+                                            key=key)
         self._clients[tx.key] = tx
         self._adopt(tx)
         return tx
@@ -101,7 +114,7 @@ class TransactionLayer:
 
     def receive(self, message: "SipMessage", source: Address, now: float) -> None:
         """Feed one parsed message that arrived from ``source``."""
-        if not message.is_request:
+        if message.method is None:  # a response (``is_request``, minus a property call)
             key = client_key(message)
             client = self._clients.get(key) if key is not None else None
             if client is None:
@@ -132,11 +145,26 @@ class TransactionLayer:
 
     def get_timer(self) -> float | None:
         """The earliest deadline across all live transactions."""
-        return self._deadlines.earliest()
+        heap = self._heap
+        while heap:
+            deadline, _, tx = heap[0]
+            if tx._queued == deadline:
+                return deadline
+            _heappop(heap)  # stale: the transaction moved its deadline or ended
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Fire the timers of every transaction due at or before ``now``."""
-        for tx in self._deadlines.due(now):
+        heap = self._heap
+        due: list[Transaction] = []
+        while heap and heap[0][0] <= now:
+            deadline, _, tx = _heappop(heap)
+            if tx._queued == deadline:  # else a stale entry: skip it
+                tx._queued = None
+                due.append(tx)
+        # collected first, fired earliest first: what a timer does cannot make a deadline due
+        # in this very call (retransmissions are rescheduled from now)
+        for tx in due:
             tx.handle_timer(now)
 
     def datagrams_to_send(self) -> list[Datagram]:
@@ -182,15 +210,22 @@ class TransactionLayer:
     # -- machinery -------------------------------------------------------------------------
 
     def _adopt(self, tx: Transaction) -> None:
-        tx._attach(self._outbox, self._events, self._transaction_changed)
+        tx._attach(self._outbox, self._events, self._on_change)
         self._transaction_changed(tx)
 
     def _transaction_changed(self, tx: Transaction) -> None:
+        """A transaction's state or timers changed: requeue its deadline, drop it if it ended."""
         if tx.state is tx._TERMINATED:
-            self._deadlines.discard(tx)
+            tx._queued = None
             table: dict[Any, Any] = self._clients if tx._IS_CLIENT else self._servers
             if table.get(tx.key) is tx:
                 del table[tx.key]
-        else:
-            deadlines = tx._deadlines
-            self._deadlines.update(tx, min(deadlines.values()) if deadlines else None)
+            return
+        deadlines = tx._deadlines
+        if not deadlines:
+            tx._queued = None
+            return
+        deadline = min(deadlines.values())
+        if deadline != tx._queued:  # an unchanged deadline is not pushed again
+            tx._queued = deadline
+            _heappush(self._heap, (deadline, next(self._seq), tx))

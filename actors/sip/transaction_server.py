@@ -40,6 +40,7 @@ from actors.sip.transaction import (
     TransactionMatchError,
     TransactionStateError,
     TransportFailed,
+    _METHODS,
     server_key,
 )
 
@@ -80,6 +81,16 @@ _SI = ServerInput
 _TU_INPUTS = frozenset({_SI.TU_PROVISIONAL, _SI.TU_SUCCESS, _SI.TU_FAILURE})
 
 
+def _parse_cseq(value: str | None) -> tuple[int, str] | None:
+    """A raw CSeq value as ``SipMessage.cseq`` reads it (only for a response whose raw value
+    differs from the request's)."""
+    if value is None:
+        return None
+    from actors.sip.message import SipMessage
+
+    return SipMessage(headers=[("CSeq", value)]).cseq
+
+
 def _classify(status: int) -> ServerInput:
     if 100 <= status <= 199:
         return _SI.TU_PROVISIONAL
@@ -97,15 +108,18 @@ class _ServerTransaction(Transaction):
 
     def __init__(self, request: "SipMessage", destination: Address, now: float,
                  state: enum.Enum, timers: SipTimers, key: Any = None) -> None:
-        super().__init__(state, destination, timers)
-        if not request.is_request:
+        Transaction.__init__(self, state, destination, timers)
+        if request.method is None:
             raise ValueError("a server transaction is created with a request, not a response")
         self.request = request
-        self.key = server_key(request) if key is None else key
-        self.method = request.method.upper()
-        # what every response of the TU must repeat (checked in send_response), read once
-        self._cseq = request.cseq
-        self._branch = request.branch
+        self.key = key = server_key(request) if key is None else key
+        method = request.method
+        self.method = _METHODS.get(method) or method.upper()  # one shared string per method
+        # what every response of the TU must repeat (checked in send_response), read once: the
+        # raw CSeq value (parsed only if a response's differs) and the top Via's branch (an
+        # RFC 3261 key holds it already)
+        self._cseq = request.get("CSeq")
+        self._branch = key[1] if key[0] == "3261" else request.branch
         #: the last response passed to the transport (bytes), resent on request retransmissions
         self.last_response: "SipMessage | None" = None
         self._last_bytes: bytes | None = None
@@ -134,7 +148,11 @@ class _ServerTransaction(Transaction):
         status = response.status
         if status is None:
             raise ValueError("send_response needs a response")
-        if response.cseq != self._cseq or response.branch != self._branch:
+        cseq = response.get("CSeq")
+        # the same raw CSeq value is the usual case (make_response copies it); else compare
+        # them parsed, as RFC 3261 does (e.g. "1  INVITE" is "1 INVITE")
+        if ((cseq != self._cseq and _parse_cseq(cseq) != _parse_cseq(self._cseq))
+                or response.branch != self._branch):
             raise TransactionMatchError(
                 "the response's CSeq and top Via branch must be those of the request")
         if 200 <= status <= 299:
@@ -239,11 +257,13 @@ class InviteServerTransaction(_ServerTransaction):
         """``key``: ``server_key(request)`` when the caller has computed it already."""
         if request.method.upper() != "INVITE":
             raise ValueError(f"InviteServerTransaction needs an INVITE, got {request.method}")
-        if trying_delay is not None and (
+        if trying_delay is not None and not (
+                # the usual case first, one comparison: a plain float, finite and >= 0
+                type(trying_delay) is float and 0.0 <= trying_delay < math.inf) and (
                 isinstance(trying_delay, bool) or not isinstance(trying_delay, (int, float))
                 or not math.isfinite(trying_delay) or trying_delay < 0):
             raise ValueError(f"trying_delay must be None or a number >= 0, got {trying_delay!r}")
-        super().__init__(request, destination, now, _IS.PROCEEDING, timers, key)
+        _ServerTransaction.__init__(self, request, destination, now, _IS.PROCEEDING, timers, key)
         self._provisional_bytes: bytes | None = None
         self._g_interval = timers.g
         if trying_delay == 0:
@@ -267,7 +287,8 @@ class InviteServerTransaction(_ServerTransaction):
         self._send_provisional(now, self._make_trying())
 
     def _send_provisional(self, now: float, response: "SipMessage") -> None:
-        self._deadlines.pop("Trying", None)
+        if self._deadlines.pop("Trying", None) is not None:
+            self._dirty = True
         self._send_response(now, response)
         self._provisional_bytes = self._last_bytes
 
@@ -347,7 +368,7 @@ class NonInviteServerTransaction(_ServerTransaction):
         method = request.method.upper()
         if method in ("INVITE", "ACK"):
             raise ValueError(f"NonInviteServerTransaction cannot carry {method}")
-        super().__init__(request, destination, now, _NS.TRYING, timers, key)
+        _ServerTransaction.__init__(self, request, destination, now, _NS.TRYING, timers, key)
 
     def _enter(self, state: enum.Enum, now: float) -> None:
         if state is _NS.COMPLETED:

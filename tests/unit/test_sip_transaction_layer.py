@@ -274,3 +274,37 @@ def test_2xx_ack_is_end_to_end_and_late_2xx_is_stray():
     net.uac.receive(wire(ok), UAS, 33.0)
     [stray] = net.uac.events()
     assert isinstance(stray, StrayResponse) and stray.response.status == 200
+
+
+def test_sent_by_matching_is_case_insensitive_and_fills_the_default_port():
+    layer = TransactionLayer(trying_delay=None)
+    layer.receive(wire(make_request("OPTIONS", branch="z9hG4bKsb", sent_by="UAC.example")),
+                  UAC, 0.0)
+    server = layer.events()[0].transaction
+    for sent_by in ("uac.EXAMPLE", "uac.example:5060"):  # the same sent-by: a retransmission
+        layer.receive(wire(make_request("OPTIONS", branch="z9hG4bKsb", sent_by=sent_by)),
+                      UAC, 0.1)
+        assert layer.events() == []
+    assert server.key[2] == ("uac.example", 5060)
+    tls = make_request("OPTIONS", branch="z9hG4bKsb")
+    tls.set("Via", "SIP/2.0/TLS uac.example;branch=z9hG4bKsb")
+    assert layer.find_server(wire(tls)) is None  # TLS defaults to 5061: another transaction
+
+
+def test_unchanged_deadlines_are_not_queued_again_and_stale_ones_are_skipped():
+    layer = TransactionLayer(trying_delay=None)
+    tx = layer.send_request(make_request("INVITE", branch="z9hG4bKq1"), UAS, 0.0)
+    assert layer.get_timer() == 0.5 and len(layer._heap) == 1
+    ok = tx.request.make_response(180, to_tag="b1")
+    layer.receive(wire(ok), UAS, 0.1)  # Proceeding: no timer at all
+    layer.receive(wire(ok), UAS, 0.2)  # a retransmitted 180: nothing queued again
+    assert layer.get_timer() is None and layer._heap == []
+    layer.receive(wire(tx.request.make_response(200, to_tag="b1")), UAS, 1.0)
+    assert layer.get_timer() == 33.0  # Timer M
+    layer.receive(wire(tx.request.make_response(200, to_tag="b1")), UAS, 2.0)
+    assert len(layer._heap) == 1  # the same deadline: not pushed twice
+    layer.handle_timer(32.9)
+    assert len(layer) == 1
+    layer.handle_timer(33.0)
+    assert len(layer) == 0 and layer.get_timer() is None
+    assert names(layer.events()) == ["response", "response", "response", "response", "terminated"]

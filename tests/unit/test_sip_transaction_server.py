@@ -256,3 +256,22 @@ def test_non_invite_server_proceeding_resends_provisional():
 def test_non_invite_server_refuses_invite():
     with pytest.raises(ValueError):
         NonInviteServerTransaction(make_request("INVITE"), SRC, 0.0)
+
+
+def test_response_cseq_is_compared_parsed_when_the_raw_value_differs():
+    inv = make_request()
+    tx = InviteServerTransaction(inv, SRC, 0.0, trying_delay=None)
+    spaced = inv.make_response(180, to_tag="b1")
+    spaced.set("CSeq", "1  INVITE")  # another spelling of the same CSeq: still ours
+    tx.send_response(spaced, 0.1)
+    assert tx.state is InviteServerState.PROCEEDING
+    for cseq in ("2 INVITE", "1 BYE"):
+        wrong = inv.make_response(200, to_tag="b1")
+        wrong.set("CSeq", cseq)
+        with pytest.raises(TransactionMatchError):
+            tx.send_response(wrong, 0.2)
+    missing = inv.make_response(200, to_tag="b1")
+    missing.remove("CSeq")
+    with pytest.raises(TransactionMatchError):
+        tx.send_response(missing, 0.2)
+    assert tx.state is InviteServerState.PROCEEDING
