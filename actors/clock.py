@@ -85,10 +85,19 @@ class LoopClock:
     returned handle is the loop's own ``asyncio.TimerHandle``.
 
     ``loop`` only needs ``time()``, ``call_at()`` and ``call_later()``; when omitted, the running
-    loop is used (so construct it on the loop thread).
+    loop is used (so construct it on the loop thread). With ``time_scale`` 1.0 the instance is of a
+    private subclass that skips the scaling arithmetic (same readings, a little faster).
     """
 
     __slots__ = ("_loop", "_origin", "_scale")
+
+    def __new__(cls, loop: asyncio.AbstractEventLoop | None = None, time_scale: float = 1.0) -> LoopClock:
+        # Real time (the default, and every production run) gets a subclass whose methods skip
+        # the scaling arithmetic: every datagram reads the clock several times. The values are
+        # the same to the bit (x * 1.0 == x / 1.0 == x in IEEE 754).
+        if cls is LoopClock and type(time_scale) in (int, float) and time_scale == 1.0:
+            cls = _RealTimeLoopClock
+        return super().__new__(cls)
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, time_scale: float = 1.0) -> None:
         self._scale = _check_time_scale(time_scale)
@@ -125,6 +134,25 @@ class LoopClock:
 
     def __repr__(self) -> str:
         return f"LoopClock(now={self.now():.6f}, time_scale={self._scale})"
+
+
+class _RealTimeLoopClock(LoopClock):
+    """A :class:`LoopClock` with ``time_scale == 1.0`` (``LoopClock(...)`` returns one): the
+    same readings, without multiplying or dividing by the scale."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        """Emulated seconds since this clock was created."""
+        return self._loop.time() - self._origin
+
+    def call_at(self, deadline: float, callback: Callable[..., object], *args: Any) -> asyncio.TimerHandle:
+        """Run ``callback(*args)`` on the loop once emulated time reaches ``deadline``."""
+        return self._loop.call_at(self._origin + deadline, callback, *args)
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> asyncio.TimerHandle:
+        """Run ``callback(*args)`` on the loop after ``delay`` emulated seconds."""
+        return self._loop.call_later(delay, callback, *args)
 
 
 class VirtualTimer:

@@ -65,6 +65,25 @@ Address = tuple[str, int]
 #: The default ``timer_slack`` as a fraction of T1 (20 ms for T1 = 500 ms; 4 % of Timer A).
 DEFAULT_SLACK_FRACTION = 1 / 25
 
+#: ``stats`` keys counting received requests by method (``rx_INVITE``...), built once: an
+#: f-string per message costs a new string and its hash on the hot path. Methods seen on the
+#: wire are added as they come, up to ``_RX_KEYS_MAX`` (any token is a legal method, so the
+#: table stays bounded; beyond it the key is built per message as before).
+_RX_KEYS: dict[str, str] = {
+    m: f"rx_{m}"
+    for m in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE",
+              "INFO", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER", "MESSAGE")
+}
+_RX_KEYS_MAX = 64
+
+
+def _rx_key(method: str) -> str:
+    """The ``stats`` key for a received ``method`` not in ``_RX_KEYS`` yet."""
+    key = f"rx_{method}"
+    if len(_RX_KEYS) < _RX_KEYS_MAX:
+        _RX_KEYS[method] = key
+    return key
+
 
 class SipActor(AsyncioActor):
     """A SIP element on one UDP port, transaction-stateful, hooks per event."""
@@ -107,7 +126,8 @@ class SipActor(AsyncioActor):
         self._time_scale = time_scale
         self._timer_handle: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
-        self._hook_tasks: set[asyncio.Task[Any]] = set()
+        # Running ``async def`` hooks -> the event each one handles (for _hook_failed).
+        self._hook_tasks: dict[asyncio.Task[Any], Any] = {}
         self._pumping = False  # in _pump: the wake-up is re-armed once, when it ends
 
     # -- lifecycle (on the actor's loop) -------------------------------------
@@ -167,19 +187,19 @@ class SipActor(AsyncioActor):
     def _timer_fired(self) -> None:
         self._timer_handle = None
         self._timer_deadline = None
-        self.layer.handle_timer(self.now)
+        self.layer.handle_timer(self.clock.now())  # type: ignore[union-attr]
         self._pump()
 
     # -- output ---------------------------------------------------------------
 
     def send_request(self, request: SipMessage, destination: Address) -> Transaction:
         """Start a client transaction; its datagrams leave at the end of this handler."""
-        tx = self.layer.send_request(request, destination, self.now)
+        tx = self.layer.send_request(request, destination, self.clock.now())  # type: ignore[union-attr]
         self._flush()
         return tx
 
     def send_response(self, transaction: Transaction, response: SipMessage) -> None:
-        transaction.send_response(response, self.now)  # type: ignore[attr-defined]
+        transaction.send_response(response, self.clock.now())  # type: ignore[attr-defined, union-attr]
         self._flush()
 
     def send_stateless(self, message: SipMessage | bytes, destination: Address) -> None:
@@ -192,13 +212,14 @@ class SipActor(AsyncioActor):
         return f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport"
 
     def _flush(self) -> None:
-        """Send what the layer queued, in order; re-arm the wake-up unless _pump will."""
+        """Send what the layer queued, in order; re-arm the wake-up unless _pump will.
+        (The end of ``_pump`` has its own copy of this.)"""
         datagrams = self.layer.datagrams_to_send()
         if datagrams:
             self.stats["tx"] += len(datagrams)
-            send = self.endpoint.send  # type: ignore[union-attr]
-            for data, destination in datagrams:
-                send(data, destination)
+            endpoint = self.endpoint
+            for data, destination in datagrams:  # usually one: call, don't bind, ``send``
+                endpoint.send(data, destination)  # type: ignore[union-attr]
         if not self._pumping:
             self._arm_timer()
 
@@ -230,14 +251,30 @@ class SipActor(AsyncioActor):
                 events = layer.events()
                 if not events:
                     break
+                limited = self.capacity.rate_per_s is not None  # .limited, minus a property call
                 for event in events:
-                    if type(event) is RequestReceived and self.capacity.limited:
+                    if limited and type(event) is RequestReceived:
                         self._admit(event)
+                        continue
+                    # _deliver, inlined: this loop runs for every event of every datagram.
+                    try:
+                        result = self._dispatch(event)
+                    except Exception as error:  # noqa: BLE001
+                        self._hook_failed(event, error)
                     else:
-                        self._deliver(event)
+                        if result is not None and asyncio.iscoroutine(result):
+                            self._run_hook(result, event)
         finally:
             self._pumping = pumping
-        self._flush()
+        # _flush, inlined (one call less per datagram): send what is still queued, re-arm.
+        datagrams = layer.datagrams_to_send()
+        if datagrams:
+            self.stats["tx"] += len(datagrams)
+            endpoint = self.endpoint
+            for data, destination in datagrams:
+                endpoint.send(data, destination)  # type: ignore[union-attr]
+        if not pumping:
+            self._arm_timer()
 
     def _admit(self, event: RequestReceived) -> None:
         """Emulated capacity: queue the new request for its service slot, or answer 503."""
@@ -257,6 +294,7 @@ class SipActor(AsyncioActor):
         self._pump()
 
     def _deliver(self, event: Any) -> None:
+        """Run the hook for ``event`` (the same as the loop body of ``_pump``)."""
         try:
             result = self._dispatch(event)
         except Exception as error:  # noqa: BLE001
@@ -267,15 +305,14 @@ class SipActor(AsyncioActor):
 
     def _run_hook(self, coro: Any, event: Any) -> None:
         task = self.loop.create_task(coro)
-        self._hook_tasks.add(task)
+        self._hook_tasks[task] = event  # no closure per hook: _hook_done finds the event here
+        task.add_done_callback(self._hook_done)
 
-        def done(t: asyncio.Task[Any]) -> None:
-            self._hook_tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self._hook_failed(event, t.exception())
-                self._flush()
-
-        task.add_done_callback(done)
+    def _hook_done(self, task: asyncio.Task[Any]) -> None:
+        event = self._hook_tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            self._hook_failed(event, task.exception())  # type: ignore[arg-type]
+            self._flush()
 
     def _hook_failed(self, event: Any, error: BaseException) -> None:
         """A bug in a hook must not kill the actor: log it, count it, answer 500."""
@@ -289,12 +326,18 @@ class SipActor(AsyncioActor):
                 pass
 
     def _dispatch(self, event: Any) -> Any:
+        # Most frequent kinds first: every transaction has one request or response in and
+        # one TransactionTerminated out.
         kind = type(event)
         if kind is RequestReceived:
-            self.stats[f"rx_{event.request.method}"] += 1
-            return self.on_request(event.request, event.transaction, event.source)
+            request = event.request
+            method = request.method
+            self.stats[_RX_KEYS.get(method) or _rx_key(method)] += 1
+            return self.on_request(request, event.transaction, event.source)
         if kind is ResponseReceived:
             return self.on_response(event.response, event.transaction)
+        if kind is TransactionTerminated:
+            return self.on_transaction_terminated(event.transaction)
         if kind is AckReceived:
             return self.on_ack(event.request, event.transaction, event.source)
         if kind is StrayResponse:
@@ -305,8 +348,6 @@ class SipActor(AsyncioActor):
         if kind is TransportFailed:
             self.stats["transport_error"] += 1
             return self.on_timeout(event.transaction, "transport")
-        if kind is TransactionTerminated:
-            return self.on_transaction_terminated(event.transaction)
         return None
 
     # -- hooks for subclasses (all on the actor's loop; may be async) --------------------
