@@ -12,6 +12,14 @@ knows the responder's session state from each reply. Per call (Call-ID) the tabl
 A call leaves the table when its INVITE fails (300-699) or its BYE is answered; a Call-ID
 without an INVITE (REGISTER, OPTIONS...) leaves it with its final response; the table is
 bounded (oldest calls dropped first). Sans-IO: ``now`` is passed in. Used on one actor's loop.
+
+Cost on the hot path (every forwarded request and every reply, on every hop): a request is
+kept as the message object it was sent as (encoded only if it is replayed). A reply given to
+:meth:`CheckpointTable.replied_with` is read (To tag, Record-Route, Contact) only when the
+table holds its request and the call goes on: the replies to requests the module does not
+supervise, and those that end their call (the BYE's 200), are never read. (The replies are
+read at once rather than kept for later: a call whose end this module never sees stays in
+the table until evicted, and it should not keep whole messages alive meanwhile.)
 """
 
 from __future__ import annotations
@@ -48,6 +56,15 @@ class CallCheckpoint:
     record_route: list[str] = field(default_factory=list)
     contact: str | None = None
     updated_at: float = 0.0
+
+    def learn(self, to_tag: str | None, record_route: list[str] | None, contact: str | None) -> None:
+        """What a reply carried replaces what an earlier one said (absent: kept)."""
+        if to_tag:
+            self.to_tag = to_tag
+        if record_route:
+            self.record_route = list(record_route)
+        if contact:
+            self.contact = contact
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,10 +110,29 @@ class CheckpointTable:
     def replied(self, key: Hashable, status: int, now: float, *, to_tag: str | None = None,
                 record_route: list[str] | None = None, contact: str | None = None) -> None:
         """A response to the request ``key``: checkpoint what it says."""
-        call_id = self._by_key.get(key)
-        call = self._calls.get(call_id) if call_id is not None else None
+        call = self._call_of(key)
         if call is None:
             return
+        call.learn(to_tag, record_route, contact)
+        self._settle(call, key, status, now)
+
+    def replied_with(self, key: Hashable, response: Any, now: float) -> None:
+        """A response (a ``SipMessage``) to the request ``key``: the same as ``replied(key,
+        response.status, now, to_tag=response.to_tag, record_route=response.get_all(
+        "Record-Route"), contact=response.get("Contact"))``, except that a reply to a request
+        the table does not hold, or one that ends its call, is not read at all."""
+        call = self._call_of(key)
+        if call is None:
+            return
+        if self._settle(call, key, response.status or 0, now):
+            call.learn(response.to_tag, response.get_all("Record-Route"), response.get("Contact"))
+
+    def _call_of(self, key: Hashable) -> CallCheckpoint | None:
+        call_id = self._by_key.get(key)
+        return self._calls.get(call_id) if call_id is not None else None
+
+    def _settle(self, call: CallCheckpoint, key: Hashable, status: int, now: float) -> bool:
+        """The status part of a reply to ``key``; False when it ended the call (removed)."""
         pending = call.pending.get(key)
         if status >= 200:
             call.pending.pop(key, None)
@@ -104,16 +140,13 @@ class CheckpointTable:
         method = pending.method if pending is not None else "?"
         call.last_status[method] = status
         call.updated_at = now
-        if to_tag:
-            call.to_tag = to_tag
-        if record_route:
-            call.record_route = list(record_route)
-        if contact:
-            call.contact = contact
         if (method == "INVITE" and status >= 300) or (method == "BYE" and status >= 200):
             self._remove(call)
-        elif status >= 200 and not call.pending and "INVITE" not in call.last_status:
+            return False
+        if status >= 200 and not call.pending and "INVITE" not in call.last_status:
             self._remove(call)  # REGISTER, OPTIONS...: a transaction, no session to resume
+            return False
+        return True
 
     def forget(self, key: Hashable) -> None:
         """The request ``key`` is over (its transaction ended): it is no longer pending."""

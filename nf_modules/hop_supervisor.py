@@ -9,7 +9,10 @@ Cost on the hot path: a watched request is only appended to a FIFO with its Time
 comes due, a request that was answered meanwhile is dropped; only an unanswered one gets a
 Fig. 8 detector in the :class:`HopMonitor`, created as forwarded at its real send time, so it
 enters Fast Retry at once. One ``clock.call_at`` is kept armed for the earliest of the FIFO's
-head and the monitor's next deadline.
+head and the monitor's next deadline. When it fires, the requests behind the due ones that are
+already answered (or whose hop was heard from since) are dropped too: their Timer A would drop
+them all the same, since neither an answer nor a later heard time is ever taken back, and the
+timer is then armed for the first request still waiting rather than once per request.
 
 Coexistence with the RFC 3261 transaction timers (the decision):
 
@@ -156,19 +159,37 @@ class HopSupervisor:
         now = self.clock.now()
         fifo, answered, heard, monitor = self._fifo, self._answered, self._heard, self.monitor
         entered: list[Hashable] = []
+        watched = alive = 0
         while fifo and fifo[0][0] <= now:
             _, sent_at, key, request, hop = fifo.popleft()
-            self.stats["watched"] += 1
+            watched += 1
             if answered is not None and answered(key):
                 continue
             if heard is not None and heard_since(heard, hop, sent_at):
-                self.stats["alive_by_traffic"] += 1
+                alive += 1
                 continue
             # Unanswered at Timer A: a Fig. 8 detector, forwarded at its real send time.
             monitor.forward(key, request, hop, sent_at, send=False)
             entered.append(key)
+        # Not yet due, but already answered or heard from: what their Timer A would do (see the
+        # module docstring), now, up to the first request still waiting (the FIFO stays in order).
+        while fifo:
+            _, sent_at, key, _, hop = fifo[0]
+            if answered is not None and answered(key):
+                pass
+            elif heard is not None and heard_since(heard, hop, sent_at):
+                alive += 1
+            else:
+                break
+            fifo.popleft()
+            watched += 1
+        stats = self.stats
+        if watched:
+            stats["watched"] += watched
+        if alive:
+            stats["alive_by_traffic"] += alive
         monitor.handle_timer(now, answered, heard)
-        if self._on_fast_retry is not None:
+        if entered and self._on_fast_retry is not None:
             for key in entered:
                 det = monitor.detector(key)
                 if det is not None and det.state is DetectorState.FAST_RETRY:

@@ -55,8 +55,8 @@ on the originating and the terminating side) passes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Collection, Mapping
+from hashlib import blake2s as _blake2s
 from typing import Any, ClassVar
 
 from actors.future import as_asyncio_future
@@ -80,7 +80,7 @@ from nf_modules.failover import (
     parse_announcement,
 )
 from nf_modules.hop_supervisor import HopSupervisor
-from nf_modules.sip_proxy import StatefulProxy, uri_address
+from nf_modules.sip_proxy import StatefulProxy, top_route, uri_address
 
 __all__ = ["ALLOW", "ImsModule"]
 
@@ -154,7 +154,12 @@ class ImsModule(StatefulProxy):
         self._failing_over: set[Address] = set()
         self._failover_tasks: set[asyncio.Task[Any]] = set()
         self._heard: dict[Address, float] | None = None
-        """Refactored mode: source address -> when a datagram from it last arrived (clock time)."""
+        """Refactored mode: source address -> when a datagram from it last arrived (the loop's
+        time, read by the supervisor in clock time through ``_heard_at``)."""
+        self._loop_time: Any = None
+        self._via_cache: tuple[Address, str, str, str] | None = None
+        """(the address our Via carries, its sent-by ``host:port``, the same as found in a Via
+        line `` host:port;``, our Via up to the branch value); see ``_via_strings``."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -163,10 +168,11 @@ class ImsModule(StatefulProxy):
         self.failover_log.sink = self.log.info
         if self.mode == "refactored":
             self._heard = {}
+            self._loop_time = self.loop.time
             self.supervisor = HopSupervisor(
                 self.clock, self._send_raw, self._on_supervisor_events,  # type: ignore[arg-type]
                 config=self.detector_config, answered=_answered,
-                retransmission_due=_retransmission_due, heard=self._heard.get,
+                retransmission_due=_retransmission_due, heard=self._heard_at,
                 on_fast_retry=self._tell_upstream_alive,
             )
 
@@ -175,8 +181,15 @@ class ImsModule(StatefulProxy):
         supervisor's last-heard table), then handle the datagram as SIP."""
         heard = self._heard
         if heard is not None:
-            heard[source] = self.clock.now()  # type: ignore[union-attr]
+            # The loop's raw time (one C call on every datagram); converted to clock time only
+            # when the supervisor asks (``_heard_at``), which is rare.
+            heard[source] = self._loop_time()
         super()._datagram_received(data, source)
+
+    def _heard_at(self, address: Address) -> float | None:
+        """When a datagram from ``address`` last arrived, in clock time (``None``: never)."""
+        at = self._heard.get(address)  # type: ignore[union-attr]
+        return None if at is None else self.clock.from_loop_time(at)  # type: ignore[union-attr]
 
     async def on_stop(self) -> None:
         """On the actor's loop: ``SipActor.on_stop`` (-> ``_close`` tells the local replacements
@@ -231,11 +244,7 @@ class ImsModule(StatefulProxy):
                     waiter.set_result(response.status or 0)
                 return None
         if self.supervisor is not None and response.status != 100:  # a 100 is hop-by-hop: no session state
-            self.checkpoints.replied(
-                transaction, response.status or 0, self.now, to_tag=response.to_tag,
-                record_route=response.get_all("Record-Route") if response.get("Record-Route") else None,
-                contact=response.get("Contact"),
-            )
+            self.checkpoints.replied_with(transaction, response, self.now)
         return super().on_response(response, transaction)
 
     def on_timeout(self, transaction: Transaction, timer: str) -> Any:
@@ -436,9 +445,9 @@ class ImsModule(StatefulProxy):
         self.downstream = tuple(address)  # type: ignore[assignment]
 
     def next_hop(self, request: SipMessage) -> Address | None:
-        routes = request.get_all("Route")
-        if routes:
-            return uri_address(routes[0])
+        route = top_route(request)
+        if route is not None:
+            return uri_address(route)
         if request.to_tag is None and request.method != "ACK":
             return self.route_initial(request)
         return uri_address(request.uri)
@@ -450,16 +459,20 @@ class ImsModule(StatefulProxy):
     # -- loop detection --------------------------------------------------------------------
 
     def on_request(self, request: SipMessage, transaction: Transaction, source: Address) -> Any:
-        if request.method == "NOTIFY" and is_announcement(request) and self._addressed_to_us(request):
+        method = request.method
+        uri = request.uri or ""
+        # Only a Request-URI without a user part can address the module itself: that cheap
+        # test first spares the call traffic (``user@...``) the header look-ups.
+        if "@" not in uri and method == "NOTIFY" and is_announcement(request) and self._addressed_to_us(request):
             return self._on_announcement(request, transaction)
-        if request.to_tag is None and not request.get("Route") and self._addressed_to_us(request):
+        if "@" not in uri and request.to_tag is None and not request.get("Route") and self._addressed_to_us(request):
             # OPTIONS to the module itself (a keep-alive ping): answer here, never forward.
             status = 200 if request.method == "OPTIONS" else 405
             response = request.make_response(status)
             response.set("Allow", "OPTIONS" if status == 405 else ALLOW)  # RFC 3261 21.4.6
             self.send_response(transaction, response)
             return None
-        if request.method not in ("ACK", "CANCEL") and self._is_loop(request):
+        if method != "ACK" and method != "CANCEL" and self._is_loop(request):
             self.stats["loops"] += 1
             self.send_response(transaction, request.make_response(482))
             return None
@@ -471,18 +484,29 @@ class ImsModule(StatefulProxy):
         our own address."""
         return self.identity or self.address
 
+    def _via_strings(self) -> tuple[Address, str, str, str]:
+        """``(via_address, "host:port", " host:port;", "SIP/2.0/UDP host:port;branch=")``:
+        the pieces of our Via every forwarded request needs, formatted once per address."""
+        address = self.identity or self.address
+        cache = self._via_cache
+        if cache is None or cache[0] is not address:
+            host, port = address
+            cache = self._via_cache = (address, f"{host}:{port}", f" {host}:{port};",
+                                       f"SIP/2.0/UDP {host}:{port};branch=")
+        return cache
+
     @property
     def _own_sent_by(self) -> str:
-        host, port = self.via_address
-        return f" {host}:{port};"
+        """Our sent-by as it appears in a Via line: `` host:port;``."""
+        return self._via_strings()[2]
 
     def via_for(self, request: SipMessage) -> str:
         """Our Via on ``request`` (its top Via still the upstream's): the branch is derived from
         the upstream's branch and our identity, so the failed module and its replacement forward
         the same request with the same Via."""
-        host, port = self.via_address
-        branch = _forward_branch(request.branch, host, port, request.method or "")
-        return f"SIP/2.0/UDP {host}:{port};branch={branch}.{_routing_hash(request)};rport"
+        _, sent_by, _, prefix = self._via_strings()
+        branch = _forward_branch_of(request.branch, sent_by, request.method or "")
+        return f"{prefix}{branch}.{_routing_hash(request)};rport"
 
     def _addressed_to_us(self, request: SipMessage) -> bool:
         uri = request.uri or ""
@@ -491,10 +515,14 @@ class ImsModule(StatefulProxy):
                 and request.method not in ("ACK", "CANCEL"))
 
     def _is_loop(self, request: SipMessage) -> bool:
-        own = self._own_sent_by
+        own = self._via_strings()[2]
         # The common case, checked on the raw header lines (each Via element is a substring of
         # its line, so a line without ``own`` has no element with it): not seen here before.
-        if not any(own in value for name, value in request.headers if name == "Via"):
+        # (A plain loop: cheaper than any() over a generator, on every request.)
+        for name, value in request.headers:
+            if name == "Via" and own in value:
+                break
+        else:
             return False
         vias = request.get_all("Via")
         ours = None
@@ -530,22 +558,59 @@ def _forward_branch(incoming: str | None, host: str, port: int, method: str) -> 
     """The branch (before the routing hash) of a request we forward: a function of the branch it
     arrived with, our identity and the method; a fresh one when the upstream's branch is not an
     RFC 3261 one (no magic cookie: it need not be unique)."""
+    return _forward_branch_of(incoming, f"{host}:{port}", method)
+
+
+def _forward_branch_of(incoming: str | None, sent_by: str, method: str) -> str:
+    """``_forward_branch`` with our sent-by already formatted (``host:port``)."""
     if not incoming or not incoming.startswith(MAGIC_COOKIE):
         return new_branch()
-    material = f"{incoming}|{host}:{port}|{method}".encode("utf-8", "surrogateescape")
-    return MAGIC_COOKIE + hashlib.blake2s(material, digest_size=9).hexdigest()
+    material = f"{incoming}|{sent_by}|{method}".encode("utf-8", "surrogateescape")
+    return MAGIC_COOKIE + _blake2s(material, digest_size=9).hexdigest()
 
 
 def _routing_hash(request: SipMessage) -> str:
     """What makes a spiral differ from a loop: Request-URI, Route set, tags, Call-ID, CSeq."""
+    # One pass over the header lines for the Route set, Call-ID and CSeq (the tags keep the
+    # codec's accessors); the material is what ``get_all("Route")``, ``call_id`` and ``cseq``
+    # give, so the hash is unchanged.
+    routes: list[str] = []
+    call_id = cseq = None
+    for name, value in request.headers:
+        if name == "Route":
+            routes.append(value)
+        elif name == "Call-ID":
+            if call_id is None:
+                call_id = value
+        elif name == "CSeq" and cseq is None:
+            cseq = value
+    if routes:
+        routes = _route_values(request, routes)
+    if cseq is not None:
+        number, _, method = cseq.partition(" ")
+        if not (method and number.isdigit() and number.isascii() and len(number) <= 20
+                and " " not in method and method.isprintable()):
+            parsed = request.cseq  # not the canonical "<digits> <method>": the codec decides
+            number = str(parsed[0]) if parsed else ""
+        elif number[0] == "0" and len(number) > 1:
+            number = str(int(number))  # str(int): no leading zeros
     material = "|".join(
         [
             request.uri or "",
-            ",".join(request.get_all("Route")),
+            ",".join(routes),
             request.from_tag or "",
             request.to_tag or "",
-            request.call_id or "",
-            str(request.cseq[0] if request.cseq else ""),
+            call_id or "",
+            number if cseq is not None else "",
         ]
     )
-    return hashlib.blake2s(material.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+    return _blake2s(material.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+
+
+def _route_values(request: SipMessage, lines: list[str]) -> list[str]:
+    """``request.get_all("Route")`` given its Route lines: each line stripped, empty ones
+    dropped; a comma list (rare) is left to the codec to split."""
+    for line in lines:
+        if "," in line:
+            return request.get_all("Route")
+    return [v for line in lines if (v := line.strip(" \t"))]

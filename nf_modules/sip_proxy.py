@@ -20,6 +20,7 @@ statelessly to the next Via, so in-flight calls complete through the replacement
 from __future__ import annotations
 
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from actors.sip.headers import SipParseError, parse_name_addr, parse_uri, parse_via
@@ -27,7 +28,10 @@ from actors.sip.message import SipMessage
 from actors.sip.transaction import Transaction
 from actors.sip_actor import Address, SipActor
 
-__all__ = ["StatefulProxy"]
+__all__ = ["StatefulProxy", "top_route", "uri_address"]
+
+_NAME = itemgetter(0)
+_WS = " \t"  # what the codec strips around a header value (``SipMessage.get_all``)
 
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
@@ -44,6 +48,7 @@ class StatefulProxy(SipActor):
         self.aliases: frozenset[Address] = frozenset(tuple(a) for a in aliases)  # type: ignore[misc]
         self._upstream: dict[Transaction, Transaction] = {}  # client tx -> server tx
         self._downstream: dict[Transaction, Transaction] = {}  # INVITE server tx -> client tx
+        self._own_uri: tuple[Address, str] | None = None  # (address, own_uri()): formatted once
 
     def next_hop(self, request: SipMessage) -> Address | None:
         """Where to send ``request`` after our Route entry was removed.
@@ -51,7 +56,8 @@ class StatefulProxy(SipActor):
         Default: the top Route if any, else the Request-URI's host and port.
         ``None`` answers 404.
         """
-        return uri_address(request.get_all("Route")[0] if request.get("Route") else request.uri)
+        route = top_route(request)
+        return uri_address(route if route is not None else request.uri)
 
     # -- requests ------------------------------------------------------------------
 
@@ -77,8 +83,7 @@ class StatefulProxy(SipActor):
 
     def forward(self, forward: SipMessage, transaction: Transaction, destination: Address) -> Transaction:
         """Send ``forward`` (already re-targeted) downstream on behalf of ``transaction``."""
-        max_forwards = forward.max_forwards
-        forward.set("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1))
+        _decrement_max_forwards(forward)
         if self.record_route and forward.method in DIALOG_CREATING:
             forward.add("Record-Route", self.own_uri(), first=True)
         forward.add("Via", self.via_for(forward), first=True)
@@ -111,11 +116,11 @@ class StatefulProxy(SipActor):
         forward = request.copy()
         self.pop_own_route(forward)
         destination = self.next_hop(forward)
-        max_forwards = forward.max_forwards if forward.max_forwards is not None else 70
-        if destination is None or destination == self.address or max_forwards <= 0:
+        max_forwards = forward.max_forwards
+        if destination is None or destination == self.address or (max_forwards is not None and max_forwards <= 0):
             self.stats["ack_dropped"] += 1  # an ACK gets no answer: it can only be dropped
             return None
-        forward.set("Max-Forwards", str(max_forwards - 1))
+        _decrement_max_forwards(forward)
         forward.add("Via", self.new_via(), first=True)
         self.send_stateless(forward, destination)
         return None
@@ -187,16 +192,55 @@ class StatefulProxy(SipActor):
     # -- helpers -------------------------------------------------------------------------
 
     def own_uri(self) -> str:
-        host, port = self.address
-        return f"<sip:{host}:{port};lr>"
+        """Our Record-Route / Path entry, ``<sip:host:port;lr>`` (formatted once per address)."""
+        address = self.address
+        cached = self._own_uri
+        if cached is None or cached[0] is not address:
+            host, port = address
+            cached = self._own_uri = (address, f"<sip:{host}:{port};lr>")
+        return cached[1]
 
     def pop_own_route(self, request: SipMessage) -> None:
         """Remove the top Route if it names this proxy (loose routing)."""
-        routes = request.get_all("Route")
-        if routes:
-            top = uri_address(routes[0])
+        route = top_route(request)
+        if route is not None:
+            top = uri_address(route)
             if top == self.address or (self.aliases and top in self.aliases):
                 request.pop_first("Route")
+
+
+def top_route(request: SipMessage) -> str | None:
+    """``request.get_all("Route")[0]`` (``None`` without a Route), without splitting and
+    copying the whole Route set: the first Route line, stripped, unless it is empty (skipped)
+    or a comma list (left to the codec)."""
+    for name, value in request.headers:
+        if name == "Route":
+            if "," in value:
+                routes = request.get_all("Route")
+                return routes[0] if routes else None
+            value = value.strip(_WS)
+            if value:
+                return value
+    return None
+
+
+def _decrement_max_forwards(message: SipMessage) -> None:
+    """A proxy's Max-Forwards step, in place: one less than the first Max-Forwards (70 when
+    absent or not a number), as the only Max-Forwards, where the first was (else appended).
+    The same as ``set("Max-Forwards", ...)`` of the decremented ``max_forwards``, with one
+    look-up of the header instead of two."""
+    headers = message.headers
+    names = list(map(_NAME, headers))
+    try:
+        i = names.index("Max-Forwards")
+    except ValueError:
+        headers.append(("Max-Forwards", "69"))
+        return
+    value = headers[i][1]
+    number = int(value) if value.isdigit() and value.isascii() and len(value) <= 20 else 70
+    headers[i] = ("Max-Forwards", str(number - 1))
+    if names.count("Max-Forwards") > 1:  # (rare) duplicates: ``set`` keeps only the first
+        headers[i + 1:] = [h for h in headers[i + 1:] if h[0] != "Max-Forwards"]
 
 
 def uri_address(value: str | None) -> Address | None:

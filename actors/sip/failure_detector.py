@@ -399,11 +399,15 @@ class HopMonitor:
 
     def keyed_datagrams_to_send(self) -> list[tuple[Hashable, bytes, Address]]:
         """Like :meth:`datagrams_to_send`, each datagram with the key of its request."""
+        if not self._outbox:
+            return []  # the common case (asked on every supervisor wake-up): nothing queued
         out = [(key, data, hop) for key, (data, hop) in zip(self._outbox_keys, self._outbox)]
         self._outbox, self._outbox_keys = [], []
         return out
 
     def events(self) -> list[Failover | HopFailed]:
+        if not self._events:
+            return []
         out, self._events = self._events, []
         return out
 

@@ -69,3 +69,43 @@ def test_transactions_outside_a_call_leave_no_checkpoint() -> None:
     table.sent("reg-1", "tx1", "REGISTER", b"", HOP, 0.0)
     table.replied("tx1", 401, 0.1)
     assert len(table) == 0
+
+
+def _reply(status: int, *headers: tuple[str, str]):
+    from actors.sip.message import SipMessage
+
+    response = SipMessage.response(status)
+    response.headers = list(headers)
+    return response
+
+
+def test_replied_with_a_message_checkpoints_the_same_as_replied_with_its_fields() -> None:
+    replies = [
+        _reply(180, ("To", "<sip:bob@x>;tag=t1"), ("Record-Route", "<sip:a;lr>, <sip:b;lr>"),
+               ("Contact", "<sip:bob@h:1>")),
+        _reply(183, ("To", "<sip:bob@x>;tag=t1"), ("Contact", "<sip:bob@h:2>")),  # no Record-Route
+        _reply(200, ("To", "<sip:bob@x>"), ("Record-Route", "<sip:c;lr>")),  # no tag, no Contact
+    ]
+    eager, lazy = CheckpointTable(), CheckpointTable()
+    for table in (eager, lazy):
+        table.sent("call-1", "tx1", "INVITE", b"INVITE-1", HOP, 1.0)
+    for i, response in enumerate(replies):
+        eager.replied("tx1", response.status, 1.1 + i, to_tag=response.to_tag,
+                      record_route=response.get_all("Record-Route"), contact=response.get("Contact"))
+        lazy.replied_with("tx1", response, 1.1 + i)
+    assert lazy.snapshot() == eager.snapshot()
+    cp = lazy.get("call-1")
+    assert (cp.to_tag, cp.record_route, cp.contact) == ("t1", ["<sip:c;lr>"], "<sip:bob@h:2>")
+    assert cp.last_status == {"INVITE": 200} and cp.pending == {}
+
+
+def test_replied_with_ignores_unknown_requests_and_replies_that_end_the_call() -> None:
+    table = CheckpointTable()
+    table.sent("b", "tx2", "INVITE", b"", HOP, 0.0)
+    table.replied_with("tx2", _reply(486, ("To", "<sip:b@x>;tag=z")), 0.1)
+    table.replied_with("nope", _reply(200), 0.1)
+    assert table.get("b") is None and len(table) == 0
+    table.sent("c", "tx3", "INVITE", b"", HOP, 0.0)
+    table.replied_with("tx3", _reply(180, ("To", "<sip:b@x>;tag=early"), ("Contact", "<sip:x@h>")), 0.1)
+    table.replied("tx3", 200, 0.2, to_tag="final")
+    assert (table.get("c").to_tag, table.get("c").contact) == ("final", "<sip:x@h>")

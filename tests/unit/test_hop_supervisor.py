@@ -107,3 +107,41 @@ def test_one_timer_armed_and_closed_supervisor_is_silent() -> None:
     h.supervisor.close()
     h.clock.advance(5.0)
     assert h.sent == [] and h.events == []
+
+
+def test_answered_requests_behind_the_due_one_are_dropped_at_the_same_wake_up() -> None:
+    # A request every 5 ms, each answered 2 ms later: one wake-up per Timer A period, not one
+    # per request, and every request counted as watched.
+    h = Harness()
+    wake_ups = 0
+    fired = h.supervisor._fired  # noqa: SLF001
+
+    def counting() -> None:
+        nonlocal wake_ups
+        wake_ups += 1
+        fired()
+
+    h.supervisor._fired = counting  # type: ignore[method-assign]  # noqa: SLF001
+    for i in range(1000):
+        h.supervisor.watch(i, b"X", HOP)
+        h.clock.advance(0.002)
+        h.answered.add(i)
+        h.clock.advance(0.003)
+    h.clock.advance(3.0)
+    assert h.supervisor.stats["watched"] == 1000 and h.supervisor.in_flight() == 0
+    assert wake_ups <= 10 and h.sent == [] and h.events == []
+
+
+def test_an_unanswered_request_behind_answered_ones_keeps_its_exact_timer_a() -> None:
+    h = Harness()
+    h.supervisor.watch("a", b"A", HOP)
+    h.clock.advance(0.3)
+    h.supervisor.watch("b", b"B", OTHER)  # never answered
+    h.clock.advance(0.3)
+    h.supervisor.watch("c", b"C", OTHER)
+    h.answered.update({"a", "c"})  # "c" is dropped early at a's Timer A; "b" must wait
+    h.clock.advance(5.0)
+    assert [(round(t, 9), data) for t, data, _ in h.sent] == [
+        (1.3, b"B"), (1.5, b"B"), (1.7, b"B"), (1.9, b"B"), (2.1, b"B")]
+    assert [(round(t, 9), type(e)) for t, e in h.events] == [(2.3, HopFailed), (2.3, Failover)]
+    assert h.supervisor.stats["watched"] == 3

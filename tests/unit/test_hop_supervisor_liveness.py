@@ -175,3 +175,18 @@ def test_a_dead_middle_module_is_still_declared_failed_by_its_upstream() -> None
     pcscf.supervisor.watch("bye@pcscf", b"BYE", SC)  # the SC never receives it
     clock.advance(10.0)
     assert _failed(pcscf) == [(2.0, SC)]
+
+
+def test_requests_whose_hop_was_heard_are_dropped_before_their_timer_a_all_the_same() -> None:
+    clock = VirtualClock()
+    node = Node(clock, "pcscf")
+    node.supervisor.watch("first", b"A", SC)
+    clock.advance(0.5)
+    node.supervisor.watch("second", b"B", SC)
+    clock.advance(0.1)
+    node.receive_from(SC)  # after both were sent: both alive
+    clock.advance(0.5)  # t = 1.1: the first's Timer A fired, the second's (1.5) not yet
+    assert node.supervisor.in_flight() == 0
+    assert node.supervisor.stats["alive_by_traffic"] == 2 and node.supervisor.stats["watched"] == 2
+    clock.advance(5.0)
+    assert node.sent == [] and node.events == []
