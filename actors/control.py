@@ -91,6 +91,12 @@ class ControlError(ControlFailure):
 
 _MISSING = object()
 
+#: Parameter kinds a request's keyword arguments can fill (see ``ControlPeer._handler``).
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+#: Result types that are never awaitable (``ControlPeer._execute``'s fast path).
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+_Handler = tuple[Any, "inspect.Signature | None", "frozenset[str] | None", "frozenset[str]"]
+
 
 class ControlPeer:
     """A control-protocol endpoint owned by an actor (or any object with ``handle_<op>`` methods).
@@ -120,7 +126,7 @@ class ControlPeer:
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[int, tuple[asyncio.Future[Any], Address, str, float]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._signatures: dict[str, tuple[Any, inspect.Signature | None]] = {}
+        self._signatures: dict[str, _Handler] = {}
         self._timer: asyncio.TimerHandle | Any = None
         self._timer_deadline: float | None = None
         self._closed = False
@@ -241,22 +247,27 @@ class ControlPeer:
         self._flush()
 
     def _execute(self, request: Request, source: Address) -> None:
-        handler, signature = self._handler(request.op)
+        handler, signature, names, required = self._handler(request.op)
         if handler is None:
             self._reply_error(request, source, "unknown_op", f"no operation {request.op!r}")
             return
-        if signature is not None:
+        args = request.args
+        # The common case costs two set comparisons: every argument is a parameter the handler
+        # takes by keyword and every required one is there. Anything else (or a signature the
+        # sets cannot describe) goes through Signature.bind, which also words the bad_args error.
+        if signature is not None and (names is None or not (args.keys() <= names and required <= args.keys())):
             try:
-                signature.bind(**request.args)
+                signature.bind(**args)
             except TypeError as error:
                 self._reply_error(request, source, "bad_args", str(error))
                 return
         try:
-            result = handler(**request.args)
+            result = handler(**args)
         except Exception as error:  # noqa: BLE001
             self._handler_failed(request, source, error)
             return
-        if inspect.isawaitable(result):
+        # Handlers mostly return plain JSON values; skip isawaitable's ABC check for those.
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             task = self._loop.create_task(self._finish_async(request, source, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -285,7 +296,11 @@ class ControlPeer:
     def _reply_error(self, request: Request, source: Address, code: str, message: str) -> None:
         self.server.respond_error(request, source, code, message, self.now)
 
-    def _handler(self, op: str) -> tuple[Any, inspect.Signature | None]:
+    def _handler(self, op: str) -> _Handler:
+        """``(handler, signature, names, required)`` for ``op``, cached per op. ``names`` /
+        ``required``: the keyword parameters the handler takes / must get, or ``None`` when its
+        signature has more than plain keyword-able parameters (``*args``, ``**kwargs``,
+        positional-only): then every request is checked with ``signature.bind``."""
         cached = self._signatures.get(op)
         if cached is not None:
             return cached
@@ -293,13 +308,18 @@ class ControlPeer:
         if handler is None and op == "ping":
             handler = self._ping
         if handler is None or not callable(handler):
-            found: tuple[Any, inspect.Signature | None] = (None, None)
+            found: _Handler = (None, None, None, frozenset())
         else:
             try:
                 signature: inspect.Signature | None = inspect.signature(handler)
             except (TypeError, ValueError):
                 signature = None
-            found = (handler, signature)
+            names: frozenset[str] | None = None
+            required: frozenset[str] = frozenset()
+            if signature is not None and all(p.kind in _KEYWORD_KINDS for p in signature.parameters.values()):
+                names = frozenset(signature.parameters)
+                required = frozenset(n for n, p in signature.parameters.items() if p.default is p.empty)
+            found = (handler, signature, names, required)
         self._signatures[op] = found
         return found
 
@@ -336,15 +356,19 @@ class ControlPeer:
     def _arm_timer(self) -> None:
         # Only the client's deadlines are armed; the server's reply cache is purged as requests
         # arrive (bounded by its max_entries), which costs no timer per reply.
+        # The armed timer is only moved *earlier*: a reply that leaves nothing (or only later
+        # deadlines) pending keeps it, and it fires once, early, for handle_timer to find
+        # nothing due and re-arm. A request answered within its retransmission interval thus
+        # costs no timer handle of its own (no call_at + cancel per exchange).
+        if self._closed:
+            return
         deadline = self.client.get_timer()
-        if deadline == self._timer_deadline or self._closed:
+        if deadline is None or (self._timer_deadline is not None and self._timer_deadline <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_deadline = deadline
-        if deadline is not None:
-            self._timer = self.clock.call_at(deadline, self._timer_fired)
+        self._timer = self.clock.call_at(deadline, self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None

@@ -26,6 +26,7 @@ calls ``handle_timer(now)`` when it fires. ``actors.control`` puts this on a ``U
 from __future__ import annotations
 
 import json
+import json.encoder
 import math
 import random
 import re
@@ -106,9 +107,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One encoder and one decoder for the module: ``json.dumps`` / ``json.loads`` with non-default
+# options build a new JSONEncoder / JSONDecoder (and its scanner) on every call.
+# The C encoder is made once too, without the circular-reference markers (a cycle ends in
+# RecursionError, which is refused like any unserialisable value).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_C_ENCODE = (
+    json.encoder.c_make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                                False, False, False)
+    if json.encoder.c_make_encoder is not None else None
+)
+
+
+def _encode_json(obj: dict[str, Any]) -> str:
+    if _C_ENCODE is not None:
+        return "".join(_C_ENCODE(obj, 0))
+    return _ENCODER.encode(obj)
+
+
 def _dumps(obj: dict[str, Any]) -> bytes:
     try:
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        data = _encode_json(obj).encode()
     except (TypeError, ValueError, RecursionError) as error:
         raise ControlEncodeError(f"not JSON-serialisable: {error}") from None
     if len(data) > MAX_DATAGRAM:
@@ -158,23 +178,29 @@ def decode(data: bytes) -> Request | Response:
     if len(data) > MAX_DATAGRAM:
         raise ControlDecodeError("oversize", f"{len(data)} bytes")
     try:
-        obj = json.loads(data, parse_constant=_reject_constant)
+        if data[:1] == b"{" and data[1:2] != b"\x00":
+            # What json.loads would detect as UTF-8 (no BOM, no UTF-16/32 zero byte): decode
+            # it the same way and parse with the shared decoder.
+            obj = _DECODER.decode(data.decode("utf-8", "surrogatepass"))
+        else:
+            obj = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError too
         raise ControlDecodeError("bad_json", str(error)[:200]) from None
     if not isinstance(obj, dict):
         raise ControlDecodeError("bad_json", f"a JSON {type(obj).__name__}, not an object")
     id_ = obj.get("id")
     is_request = "op" in obj
-    if not _valid_id(id_):
+    if type(id_) is not int or not 0 <= id_ <= MAX_ID:  # _valid_id, inline
         raise ControlDecodeError("bad_request", f"bad id {id_!r}"[:200])
     reply_id = id_ if is_request else None  # never answer a reply, even a bad one
-    if type(obj.get("v")) is not int or obj["v"] != VERSION:
-        raise ControlDecodeError("bad_version", f"version {obj.get('v')!r} is not {VERSION}"[:200], reply_id)
+    version = obj.get("v")
+    if type(version) is not int or version != VERSION:
+        raise ControlDecodeError("bad_version", f"version {version!r} is not {VERSION}"[:200], reply_id)
     if is_request:
         op = obj["op"]
         if not isinstance(op, str) or not _OP.fullmatch(op):
             raise ControlDecodeError("bad_request", f"bad op {op!r}"[:200], id_)
-        args = obj.get("args", {})
+        args = obj["args"] if "args" in obj else {}
         if not isinstance(args, dict):
             raise ControlDecodeError("bad_request", "args is not an object", id_)
         return Request(id_, op, args)

@@ -131,6 +131,12 @@ class MediaProcessor:
         media.remotes = dict(remotes)
         self._set_instructions({f.flow_id: (f, self._instruction(media, f)) for f in media.flows.values()})
 
+    def had_metadata(self, bridge_id: str) -> bool:
+        """Whether a flow of the bridge produced a metadata record (one that may have gone to
+        Media Update)."""
+        media = self.bridges.get(bridge_id)
+        return media is not None and any(flow.records for flow in media.flows.values())
+
     def remove_bridge(self, bridge_id: str) -> dict[str, Any]:
         """Remove both flows; their final stats by side."""
         media = self.bridges.pop(bridge_id, None)
@@ -232,7 +238,7 @@ class MediaProcessor:
         media = self.bridges.get(bridge_id)
         if media is None:
             return {}
-        return {other_side(side): _forwarded(flow, self.engine.flow_stats(flow.flow_id).bytes)
+        return {other_side(side): _forwarded(flow, self._flow_bytes(flow.flow_id))
                 for side, flow in media.flows.items()}
 
     def flow_report(self) -> dict[str, dict[str, Any]]:
@@ -264,12 +270,17 @@ class MediaProcessor:
             forwarding = instruction.action == "forward"
             if forwarding == (flow.forwarding_since is not None):
                 continue
-            now_bytes = self.engine.flow_stats(flow.flow_id).bytes
+            now_bytes = self._flow_bytes(flow.flow_id)
             if forwarding:
                 flow.forwarding_since = now_bytes
             else:
                 flow.forwarded_bytes = _forwarded(flow, now_bytes)
                 flow.forwarding_since = None
+
+    def _flow_bytes(self, flow_id: int) -> int:
+        """The flow's byte count; ``MediaEngine.flow_bytes`` skips building the whole FlowStats."""
+        flow_bytes = getattr(self.engine, "flow_bytes", None)
+        return flow_bytes(flow_id) if flow_bytes is not None else self.engine.flow_stats(flow_id).bytes
 
     def _instruction(self, media: _BridgeMedia, flow: FlowRef) -> Any:
         out_side = other_side(flow.side)
@@ -311,6 +322,8 @@ def _as_dict(value: Any) -> dict[str, Any]:
         return {}
     if isinstance(value, Mapping):
         raw = dict(value)
+    elif hasattr(value, "as_dict"):  # FlowStats: a flat copy, not dataclasses.asdict's deep one
+        raw = value.as_dict()
     elif dataclasses.is_dataclass(value):
         raw = dataclasses.asdict(value)
     else:

@@ -23,7 +23,7 @@ deadline (:meth:`Prefetcher.get_timer` / :meth:`Prefetcher.handle_timer`).
 
 :class:`MediaUpdate` is the actor around it, on its own control-protocol port: op
 ``metadata(processor, records)`` from the Media Processor, op ``forget(bridge_id)`` when a bridge
-goes; it calls ``instructions(bridge_id, side, sets)`` on the bridge's Media Control (its
+whose metadata it sent goes; it calls ``instructions(bridge_id, side, sets)`` on the bridge's Media Control (its
 address comes with every record) and ``instructions(items)`` on the Media Processor.
 """
 
@@ -111,6 +111,7 @@ class Prefetcher:
         self.refresh = float(refresh)
         self.deviation = float(deviation)
         self.flows: dict[FlowKey, _Flow] = {}
+        self._of_bridge: dict[str, set[FlowKey]] = {}  # bridge id -> its keys in flows (forget)
         self.stats: Counter[str] = Counter()
         self._deadlines: list[tuple[float, FlowKey]] = []  # heap, stale entries skipped
 
@@ -123,6 +124,7 @@ class Prefetcher:
         if state is None:
             state = self.flows[flow] = _Flow(
                 DeltaPredictor() if self.predictor == "delta" else SmoothingPredictor(self.alpha, self.batch))
+            self._of_bridge.setdefault(flow[0], set()).add(flow)
         self.stats["metadata"] += 1
         state.actual = actual
         if self.mode == "baseline":
@@ -193,10 +195,11 @@ class Prefetcher:
 
     def forget(self, bridge_id: str) -> int:
         """Drop the flows of a bridge; how many there were."""
-        gone = [key for key in self.flows if key[0] == bridge_id]
-        for key in gone:
-            del self.flows[key]
-        return len(gone)
+        gone = 0
+        for key in self._of_bridge.pop(bridge_id, ()):  # an index: no scan of every flow
+            if self.flows.pop(key, None) is not None:
+                gone += 1
+        return gone
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -294,6 +297,7 @@ class MediaUpdate(ControlActor):
         self.control_timeout = control_timeout
         self.stats: Counter[str] = Counter()
         self._routes: dict[FlowKey, tuple[Address, Address]] = {}  # flow -> (media control, processor)
+        self._route_keys: dict[str, set[FlowKey]] = {}  # bridge id -> its keys in _routes
         self._pushes: dict[Address, dict[FlowKey, ControlInstruction | None]] = {}
         self._flush_scheduled = False
         self._timer: Any = None
@@ -334,6 +338,8 @@ class MediaUpdate(ControlActor):
                 self.stats["bad_metadata"] += 1
                 self.log.debug("metadata_dropped", error=str(error))
                 continue
+            if flow not in self._routes:
+                self._route_keys.setdefault(flow[0], set()).add(flow)
             self._routes[flow] = (controller, proc)
             try:
                 actions = self.prefetcher.on_metadata(flow, record, now)
@@ -350,7 +356,7 @@ class MediaUpdate(ControlActor):
 
     def handle_forget(self, bridge_id: str) -> dict[str, int]:
         flows = self.prefetcher.forget(str(bridge_id))
-        for key in [k for k in self._routes if k[0] == bridge_id]:
+        for key in self._route_keys.pop(bridge_id, ()) if isinstance(bridge_id, str) else ():
             del self._routes[key]
         return {"forgotten": flows}
 

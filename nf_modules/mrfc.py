@@ -51,6 +51,7 @@ with other SIP input at their ``await`` points.
 from __future__ import annotations
 
 import asyncio
+import functools
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -110,6 +111,21 @@ def bridge_id_of(uri: str) -> str | None:
     if not user or not user.startswith(BRIDGE_PREFIX) or len(user) == len(BRIDGE_PREFIX):
         return None
     return urllib.parse.unquote(user[len(BRIDGE_PREFIX):])
+
+
+# Every message of an MRF dialog names its bridge in the Request-URI (the INVITE, its 200's
+# Contact, the UPDATEs and the BYE): the same string, parsed once per call rather than per message.
+@functools.lru_cache(maxsize=4096)
+def _bridge_of(uri: str) -> str | None:
+    """:func:`bridge_id_of`, remembered for the most recent URIs."""
+    return bridge_id_of(uri)
+
+
+@functools.lru_cache(maxsize=4096)
+def _contact_of(uri: str, mrfc: Address) -> str:
+    """The Contact of the MRFC's 2xx to a request for ``uri``: the bridge's URI, or the MRFC's."""
+    bridge_id = _bridge_of(uri)
+    return f"<{bridge_uri(bridge_id, mrfc)}>" if bridge_id else f"<sip:mrfc@{mrfc[0]}:{mrfc[1]}>"
 
 
 def parse_mrf_event(value: str | None, has_sdp: bool, state: MrfState) -> tuple[MrfEvent, str]:
@@ -347,7 +363,7 @@ class Mrfc(SipActor):
             self._event(dialog, MrfEvent.ACK)
 
     async def _invite(self, request: SipMessage, transaction: Transaction) -> None:
-        bridge_id = bridge_id_of(request.uri or "")
+        bridge_id = _bridge_of(request.uri or "")
         if bridge_id is None:
             self.stats["mrf_not_a_bridge"] += 1
             self._answer(transaction, request, 404)
@@ -523,7 +539,7 @@ class Mrfc(SipActor):
 
     def _orphan(self, request: SipMessage) -> str | None:
         """The bridge an in-dialog request of an unknown dialog names (a failed MRFC's), or None."""
-        bridge_id = bridge_id_of(request.uri or "")
+        bridge_id = _bridge_of(request.uri or "")
         if bridge_id is None or bridge_id in self._live:
             return None
         return bridge_id
@@ -610,10 +626,7 @@ class Mrfc(SipActor):
         response = request.make_response(status, to_tag=to_tag)
         if 200 <= status < 300 and request.method in ("INVITE", "UPDATE"):
             # The bridge's URI: in-dialog requests name it, so a replacement MRFC can act on them.
-            bridge_id = bridge_id_of(request.uri or "")
-            host, port = self.address
-            response.set("Contact", f"<{bridge_uri(bridge_id, self.address)}>" if bridge_id
-                         else f"<sip:mrfc@{host}:{port}>")
+            response.set("Contact", _contact_of(request.uri or "", tuple(self.address)))
         if body:
             response.set("Content-Type", "application/sdp")
             response.body = body

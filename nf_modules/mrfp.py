@@ -22,7 +22,8 @@ no one can take a reserved port meanwhile.
 The Media Processor (``media_processor.py``, around the C media engine) works behind these
 sockets: ``allocate`` adds the bridge's two flows (what arrives on side A is sent from side B's
 port to side B's UE, and the other way round), ``update`` re-points them, ``release`` removes
-them. ``allocate`` may carry ``controller=[host, port]``, the MRFC's Media Control address that
+them (and, when the bridge's metadata went to Media Update, tells it to ``forget`` the bridge).
+``allocate`` may carry ``controller=[host, port]``, the MRFC's Media Control address that
 Media Update asks for the bridge's instructions. Two more operations:
 
 * ``instructions(items)``: the callback of Media Update (``[{"bridge_id", "side",
@@ -260,6 +261,7 @@ class MrfpSignalling(ControlActor):
         self.pcrf = tuple(pcrf) if pcrf is not None else None
         self.report_interval = float(report_interval)
         self.subscribers: dict[str, dict[str, str]] = {}  # bridge id -> side -> subscriber
+        self._bridges_of: dict[str, set[str]] = {}  # subscriber -> bridge ids in subscribers
         self.usage_released: Counter[str] = Counter()  # subscriber -> bytes of released bridges
         self._reported: dict[str, int] = {}  # subscriber -> bytes in the last report
         self._report_timer: Cancellable | None = None
@@ -327,7 +329,7 @@ class MrfpSignalling(ControlActor):
             raise ControlError("bad_args", f"subscribers must map A/B to user names, got {subscribers!r:.60}")
         reply = self.media.allocate(bridge_id)
         if subscribers:
-            self.subscribers[bridge_id] = dict(subscribers)
+            self._add_subscribers(bridge_id, subscribers)
         if self.processor is not None:
             bridge = self.media.bridges[bridge_id]
             sockets = {side: self.media.pool.socket_of(port) for side, port in bridge.ports.items()}
@@ -337,7 +339,7 @@ class MrfpSignalling(ControlActor):
             except (ValueError, OSError, RuntimeError) as error:  # the engine refused the flows
                 self.processor.remove_bridge(bridge_id)
                 self.media.release(bridge_id)
-                self.subscribers.pop(bridge_id, None)
+                self._drop_subscribers(bridge_id)
                 raise ControlError("media_failed", f"media engine: {error}") from None
         return reply
 
@@ -349,14 +351,18 @@ class MrfpSignalling(ControlActor):
 
     def handle_release(self, bridge_id: str) -> dict[str, Any]:
         self.media._get(bridge_id)  # noqa: SLF001  (not_found / bad_args before touching the engine)
-        subscribers = self.subscribers.pop(bridge_id, {})
+        subscribers = self._drop_subscribers(bridge_id)
         if self.processor is not None:
+            # Media Update only keeps state for flows whose metadata reached it: a bridge that
+            # never produced a metadata record (no RTP came) has nothing there to forget.
+            told = self.processor.had_metadata(bridge_id)
             final = self.processor.remove_bridge(bridge_id)
             for side, user in subscribers.items():  # side A's downlink is what flow B forwarded
                 self.usage_released[user] += int(final.get(other_side(side), {}).get("forwarded_bytes", 0))
-            if self.media_update is not None:
+            if self.media_update is not None and told:
                 self._run_task(self._forget(bridge_id))
-            self._report(set(subscribers.values()))
+            if subscribers:
+                self._report(set(subscribers.values()))
         self._states["Ended"] += 1
         return self.media.release(bridge_id)
 
@@ -382,14 +388,31 @@ class MrfpSignalling(ControlActor):
         totals: Counter[str] = Counter(
             self.usage_released if users is None else {u: self.usage_released[u] for u in users})
         if self.processor is not None:
-            for bridge_id, sides in self.subscribers.items():
-                if users is not None and users.isdisjoint(sides.values()):
-                    continue
+            # Only the bridges of the users asked about (the per-subscriber index), not every one.
+            bridge_ids = (self.subscribers if users is None
+                          else {b: None for u in users for b in self._bridges_of.get(u, ())})
+            for bridge_id in bridge_ids:
+                sides = self.subscribers[bridge_id]
                 toward = self.processor.forwarded_toward(bridge_id)
                 for side, user in sides.items():
                     if users is None or user in users:
                         totals[user] += toward.get(side, 0)
         return dict(totals)
+
+    def _add_subscribers(self, bridge_id: str, subscribers: Mapping[str, str]) -> None:
+        self.subscribers[bridge_id] = dict(subscribers)
+        for user in subscribers.values():
+            self._bridges_of.setdefault(user, set()).add(bridge_id)
+
+    def _drop_subscribers(self, bridge_id: str) -> dict[str, str]:
+        sides = self.subscribers.pop(bridge_id, {})
+        for user in sides.values():
+            bridges = self._bridges_of.get(user)
+            if bridges is not None:
+                bridges.discard(bridge_id)
+                if not bridges:
+                    del self._bridges_of[user]
+        return sides
 
     def _report_tick(self) -> None:
         self._report_timer = self.clock.call_later(self.report_interval, self._report_tick)  # type: ignore[union-attr]

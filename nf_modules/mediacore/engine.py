@@ -119,15 +119,30 @@ class FlowStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FlowStats:
-        values = dict(d)
+        values = {key: d[raw_key] for key, raw_key in _SOURCES}  # in field order
         for key in _PERCENTILES:
-            ms = values.pop(f"latency_{key}_ms")
-            values[key] = math.nan if ms is None else ms
-        values["latency_buckets"] = tuple((low / 1000.0, high / 1000.0, n) for low, high, n in values.get("latency_buckets", ()))
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+            if values[key] is None:
+                values[key] = math.nan
+        values["latency_buckets"] = tuple((low / 1000.0, high / 1000.0, n) for low, high, n in d.get("latency_buckets", ()))
+        # Every field is set above, and the class has no __post_init__: fill the instance's
+        # __dict__ directly instead of the frozen __init__'s object.__setattr__ per field.
+        stats = object.__new__(cls)
+        stats.__dict__.update(values)
+        return stats
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a new dict (what ``dataclasses.asdict`` gives, without its deep copy:
+        the only mutable field is ``drops``, copied)."""
+        out = dict(self.__dict__)
+        out["drops"] = dict(self.drops)
+        return out
 
 
 _PERCENTILES = ("p50", "p90", "p99", "p999", "max")
+#: ``(FlowStats field, key in the backends' dict)``, in field order; ``latency_buckets`` (last,
+#: optional in the dict) is converted apart.
+_SOURCES = tuple((k, f"latency_{k}_ms" if k in _PERCENTILES else k)
+                 for k in FlowStats.__dataclass_fields__ if k != "latency_buckets")
 
 
 class _Backend(Protocol):
@@ -213,6 +228,10 @@ class MediaEngine:
 
     def flow_stats(self, flow_id: int) -> FlowStats:
         return FlowStats.from_dict(self._b.flow_stats(flow_id))
+
+    def flow_bytes(self, flow_id: int) -> int:
+        """``flow_stats(flow_id).bytes`` without building the :class:`FlowStats`."""
+        return self._b.flow_stats(flow_id)["bytes"]
 
     def stats(self) -> dict[str, int]:
         """Global counters: rx, tx, generated, metadata_records and drops by reason."""
