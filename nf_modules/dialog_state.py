@@ -26,7 +26,8 @@ legal but enter no state, so they are not in ``history``; a dialog's ``now`` nev
 a final state is never left, is not "hanging" and is removed from its table after the linger
 time. Everything is plain data driven by the owning actor with ``now`` (its clock, on its
 loop); nothing reads a clock or does I/O. These run per SIP message: dialogs have
-``__slots__`` and a transition is one dict lookup.
+``__slots__`` and a transition is two dict lookups by member name (an enum member's own hash is
+a Python-level call, so the per-message lookups and counts go by ``_name_``, a plain string).
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class TableDialog(Generic[S, E]):
 
     # the machine, set on a subclass by __init_subclass__ (None: not a machine yet)
     _table: ClassVar[Mapping[tuple[Any, Any], Any]] = {}
+    # the same table as {state name: {event name: new state}}, what on_event looks up
+    _rows: ClassVar[dict[str, dict[str, Any]]] = {}
     _start: ClassVar[Any] = None
     _final: ClassVar[frozenset[Any]] = frozenset()
     _event_type: ClassVar[type[enum.Enum] | None] = None
@@ -155,6 +158,10 @@ class TableDialog(Generic[S, E]):
                             f"got {final_states!r}")
         event_type = event_types.pop()
         cls._table = table
+        rows: dict[str, dict[str, Any]] = {s._name_: {} for s in states}
+        for (state, event), new in table.items():
+            rows[state._name_][event._name_] = new
+        cls._rows = rows
         cls._start = start
         cls._final = frozenset(final_states)
         cls._event_type = event_type
@@ -205,7 +212,7 @@ class TableDialog(Generic[S, E]):
         if type(event) is not self._event_type:
             raise TypeError(f"event must be {self._event_noun}, got {event!r}")
         old = self.state
-        new = self._table.get((old, event))
+        new = self._rows[old._name_].get(event._name_)  # self._table[(old, event)]
         if new is None:
             raise self._error(self.key, old, event)
         if now < self.history[-1][1]:
@@ -279,9 +286,11 @@ class DialogTable(Generic[D]):
             raise ValueError(f"linger must be a finite number >= 0, got {linger!r}")
         self.linger = float(linger)
         self._final: frozenset[Any] = dialog_type._final
+        self._final_names = frozenset(s._name_ for s in self._final)
+        self._states = tuple(type(dialog_type._start))
         self._dialogs: dict[tuple[str, str], D] = {}
         self._by_call_id: dict[str, list[D]] = {}
-        self._counts: dict[Any, int] = {s: 0 for s in type(dialog_type._start)}
+        self._counts: dict[str, int] = {s._name_: 0 for s in self._states}  # by state name
         self._buried: list[tuple[float, int, D]] = []  # (removal instant, seq, dialog)
         self._seq = itertools.count()
 
@@ -310,7 +319,7 @@ class DialogTable(Generic[D]):
             raise ValueError(f"{dialog!r} already belongs to a table")
         self._dialogs[dialog.key] = dialog
         self._by_call_id.setdefault(dialog.call_id, []).append(dialog)
-        self._counts[dialog.state] += 1
+        self._counts[dialog.state._name_] += 1
         dialog._listener = self._state_changed
         if dialog.state in self._final:
             self._bury(dialog, dialog.entered_at)
@@ -328,7 +337,7 @@ class DialogTable(Generic[D]):
         siblings.remove(dialog)
         if not siblings:
             del self._by_call_id[call_id]
-        self._counts[dialog.state] -= 1
+        self._counts[dialog.state._name_] -= 1
         dialog._listener = None
         return dialog
 
@@ -356,7 +365,8 @@ class DialogTable(Generic[D]):
 
     def counts(self) -> dict[str, int]:
         """Dialogs per state, every state present, keyed by the paper's names."""
-        return {state.value: n for state, n in self._counts.items()}
+        counts = self._counts
+        return {state.value: counts[state._name_] for state in self._states}
 
     def hanging(self, now: float, threshold: float) -> list[D]:
         return [d for d in self._dialogs.values() if d.is_hanging(now, threshold)]
@@ -386,9 +396,11 @@ class DialogTable(Generic[D]):
     # -- internals -------------------------------------------------------------------------
 
     def _state_changed(self, dialog: D, old: Any, now: float) -> None:
-        self._counts[old] -= 1
-        self._counts[dialog.state] += 1
-        if dialog.state in self._final:
+        counts = self._counts
+        new = dialog.state._name_
+        counts[old._name_] -= 1
+        counts[new] += 1
+        if new in self._final_names:
             self._bury(dialog, now)
 
     def _bury(self, dialog: D, at: float) -> None:

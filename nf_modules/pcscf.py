@@ -52,6 +52,7 @@ from nf_modules.pcscf_dialog import (
     PcscfDialog,
     PcscfDialogTable,
     PcscfEvent,
+    PcscfState,
     event_for_request,
     event_for_response,
 )
@@ -100,20 +101,22 @@ class PCscf(ImsModule):
     # -- requests ----------------------------------------------------------------------
 
     def on_request(self, request: SipMessage, transaction: Transaction, source: Address) -> Any:
-        self._home_domain(request)
+        to_tag = request.to_tag
+        if to_tag is None:  # (_home_domain leaves in-dialog requests alone)
+            self._home_domain(request)
         routes = request.get_all("Route")
         # Terminating requests come from the S-CSCF through the Path we registered: their top
         # Route is us. Anything else out of dialog comes from a UE and goes to the S-CSCF, whatever
         # its Request-URI and whatever Route it preloaded (TS 24.229 5.2.6.3).
         self._terminating = bool(routes) and uri_address(routes[0]) == self.address
-        if request.to_tag is None and not self._terminating and routes:
+        if to_tag is None and not self._terminating and routes:
             request.remove("Route")
-        if request.to_tag is not None and not request.get("Route"):
+        if to_tag is not None and not request.get("Route"):
             # A UA that ignored the route set (SIPp's stock uac): route by dialog state.
             dialog = self._dialog_for(request)
             if dialog is not None:
                 self._apply_dialog_route(request, dialog)
-        if (self.control is not None and request.method == "INVITE" and request.to_tag is None
+        if (self.control is not None and request.method == "INVITE" and to_tag is None
                 and not self._terminating and is_sdp(request)):
             caller = _user(request.get("From"))
             if caller is not None:
@@ -361,10 +364,13 @@ class PCscf(ImsModule):
             self.stats["dialog_transition_errors"] += 1
             self.log.info("pcscf_illegal_transition", call_id=dialog.call_id, error=str(error))
             return
+        if self.control is None:  # no PCRF: nothing to report
+            return
         # The session is over for charging once its BYE was answered (Morgue: the callee stopped
         # sending before it answered), or at once when the P-CSCF itself releases it.
-        over = dialog.state.name == "MORGUE" or (dialog.state.name == "MORTAL" and event is PcscfEvent.RELEASE)
-        if self.control is not None and over and "charged" not in dialog.data:
+        state = dialog.state
+        over = state is PcscfState.MORGUE or (state is PcscfState.MORTAL and event is PcscfEvent.RELEASE)
+        if over and "charged" not in dialog.data:
             dialog.data["charged"] = True
             self._session_ended(dialog)
 
@@ -394,6 +400,7 @@ class PCscf(ImsModule):
         own = [i for i, value in enumerate(caller_order) if uri_address(value) == self.address]
         dialog.route_set = caller_order[own[0] + 1 :] if own else caller_order
         dialog.data["remote_target"] = (response.get("Contact") or "").strip()
+        dialog.data.pop("remote_target_uri", None)  # parsed again when next needed
 
     def _apply_dialog_route(self, request: SipMessage, dialog: PcscfDialog) -> None:
         """Re-apply what the caller's UA should have sent: Route set and remote target."""
@@ -402,12 +409,19 @@ class PCscf(ImsModule):
         request.remove("Route")
         for value in dialog.route_set:
             request.add("Route", value)
-        target = dialog.data.get("remote_target", "")
+        data = dialog.data
+        target = data.get("remote_target", "")
         if target:
-            try:
-                request.uri = str(parse_name_addr(target).uri)
-            except ValueError:
-                self.stats["bad_remote_target"] += 1
+            # The ACK and the BYE of a call both need the target's URI: parsed once, kept with
+            # the dialog (the 2xx's Contact is learned once, _learn_route).
+            uri = data.get("remote_target_uri")
+            if uri is None:
+                try:
+                    uri = data["remote_target_uri"] = str(parse_name_addr(target).uri)
+                except ValueError:
+                    self.stats["bad_remote_target"] += 1
+                    return
+            request.uri = uri
 
     def _home_domain(self, request: SipMessage) -> None:
         """``sip:user@<our host:port>`` means ``sip:user@<home domain>``."""

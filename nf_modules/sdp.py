@@ -31,11 +31,18 @@ reads it back.
 
 Bad input raises :class:`SdpError` (a ``ValueError``) with the line number; nothing here does
 I/O. Runs wherever it is called (the AS's and the MRFC's actor loops).
+
+A call's bodies are read several times (the Media Policy reads the caller's offer, the MRFC
+builds its answer from it, the Media Policy rewrites it...), so the split lines and streams of
+the last few hundred distinct bodies are kept, keyed by the body's bytes (immutable entries,
+oldest dropped first); readings and rewrites are the same as without the cache.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -51,9 +58,11 @@ __all__ = [
 ]
 
 MAX_SDP_SIZE = 65535
-_LINE_SPLIT = re.compile(r"(\r\n|\n)")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HOST_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+_CACHE_SIZE = 256  # distinct bodies kept (see _cache)
+_CACHE_BODY_MAX = 4096  # bytes; a bigger body is split every time rather than kept
 
 
 class SdpError(ValueError):
@@ -75,99 +84,155 @@ class MediaStream:
     attributes: tuple[str, ...]
 
 
-@dataclass(slots=True)
-class _Line:
-    number: int  # 1-based
-    kind: str  # the type letter, "" for an empty line
-    value: str
-    eol: str
+# A line is the tuple ``(number, kind, value, content, eol)``: its 1-based number, its type
+# letter ("" for an empty line), what follows ``<type>=``, the whole line without its line
+# ending (``content``, "" for an empty line) and that line ending ("\r\n", "\n", or "" for a
+# last line without one). Plain tuples: a body is split once per distinct body (see _split).
+_Line = tuple[int, str, str, str, str]
 
 
-def _lines(body: bytes) -> list[_Line]:
-    if not isinstance(body, (bytes, bytearray, memoryview)):
-        raise TypeError(f"an SDP body is bytes, not {type(body).__name__}")
-    body = bytes(body)
+class _Body:
+    """One body split into lines: ``session`` (the lines before the first ``m=``) and
+    ``sections`` (one list per ``m=``, the ``m=`` line first), never changed once built;
+    ``streams``: its :func:`parse_streams` reading once made (``None`` before)."""
+
+    __slots__ = ("session", "sections", "streams")
+
+    def __init__(self, session: list[_Line], sections: list[list[_Line]]) -> None:
+        self.session = session
+        self.sections = sections
+        self.streams: tuple[MediaStream, ...] | None = None
+
+
+# The same body is read several times per call (the AS Media Policy reads the caller's offer
+# and then rewrites it; the MRFC reads it for its answer; 2xx retransmissions come again), each
+# time from a fresh bytes object of the same value. The split (and the streams) of the last
+# distinct bodies are kept by value; call bodies are a few hundred bytes (bigger ones are not
+# kept) and the entries immutable. Entries go oldest first. Bodies that do not split are not
+# kept (they raise again).
+_cache: OrderedDict[bytes, _Body] = OrderedDict()  # oldest first
+
+
+def _body(body: bytes) -> _Body:
+    """``body`` split into lines (from the cache when the same bytes were split lately)."""
+    if type(body) is not bytes:
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(f"an SDP body is bytes, not {type(body).__name__}")
+        body = bytes(body)
+    parsed = _cache.get(body)
+    if parsed is None:
+        parsed = _split(body)
+        if len(body) <= _CACHE_BODY_MAX:
+            if len(_cache) >= _CACHE_SIZE:
+                try:
+                    _cache.popitem(last=False)  # the oldest entry
+                except KeyError:  # another thread evicted it first
+                    pass
+            _cache[body] = parsed
+    return parsed
+
+
+def _split(body: bytes) -> _Body:
+    """Split and check every line (``<letter>=<value>``, ``v=0`` first); raises SdpError."""
     if not body:
         raise SdpError("empty SDP body")
     if len(body) > MAX_SDP_SIZE:
         raise SdpError(f"SDP body of {len(body)} bytes is over {MAX_SDP_SIZE}")
-    text = body.decode("utf-8", "surrogateescape")
-    parts = _LINE_SPLIT.split(text)
-    out: list[_Line] = []
-    for i in range(0, len(parts), 2):
-        content = parts[i]
-        eol = parts[i + 1] if i + 1 < len(parts) else ""
-        number = i // 2 + 1
-        if content == "":
+    pieces = body.decode("utf-8", "surrogateescape").split("\n")
+    last = len(pieces) - 1
+    session: list[_Line] = []
+    sections: list[list[_Line]] = []
+    current = session
+    first = None
+    for i, content in enumerate(pieces):
+        # Line endings are "\r\n" or a bare "\n"; a lone "\r" is part of the line.
+        if i == last:
+            eol = ""
+        elif content[-1:] == "\r":
+            content, eol = content[:-1], "\r\n"
+        else:
+            eol = "\n"
+        if not content:
             if eol:
-                out.append(_Line(number, "", "", eol))
+                current.append((i + 1, "", "", "", eol))
             continue
-        if len(content) < 2 or content[1] != "=" or not content[0].isascii() or not content[0].isalpha():
-            raise SdpError(f"line {number}: not <type>=<value>: {content[:40]!r}")
-        out.append(_Line(number, content[0], content[2:], eol))
-    first = next((ln for ln in out if ln.kind), None)
-    if first is None or first.kind != "v" or first.value != "0":
+        kind = content[0]
+        if content[1:2] != "=" or kind not in _LETTERS:
+            raise SdpError(f"line {i + 1}: not <type>=<value>: {content[:40]!r}")
+        line = (i + 1, kind, content[2:], content, eol)
+        if first is None:
+            first = line
+        if kind == "m":
+            current = [line]
+            sections.append(current)
+        else:
+            current.append(line)
+    if first is None or first[1] != "v" or first[2] != "0":
         raise SdpError("an SDP body starts with v=0")
-    return out
+    return _Body(session, sections)
 
 
-def _connection_host(line: _Line) -> str:
-    parts = line.value.split(" ")
+def _connection_host(number: int, value: str) -> str:
+    parts = value.split(" ")
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise SdpError(f"line {line.number}: c= is not 'IN IP4|IP6 <address>': {line.value[:60]!r}")
+        raise SdpError(f"line {number}: c= is not 'IN IP4|IP6 <address>': {value[:60]!r}")
     host = parts[2].split("/", 1)[0]
     if not host or not _HOST_CHARS.issuperset(host):
-        raise SdpError(f"line {line.number}: bad connection address {parts[2][:60]!r}")
+        raise SdpError(f"line {number}: bad connection address {parts[2][:60]!r}")
     return host
 
 
-def _media_fields(line: _Line) -> tuple[str, int, str, tuple[str, ...]]:
-    parts = line.value.split(" ")
+def _media_fields(number: int, value: str) -> tuple[str, int, str, tuple[str, ...]]:
+    parts = value.split(" ")
     if len(parts) < 4 or not all(parts):
-        raise SdpError(f"line {line.number}: m= is not '<media> <port> <proto> <fmt> ...': {line.value[:60]!r}")
+        raise SdpError(f"line {number}: m= is not '<media> <port> <proto> <fmt> ...': {value[:60]!r}")
     media, port_text, proto = parts[0], parts[1].split("/", 1)[0], parts[2]
     if not _TOKEN.fullmatch(media) or not _TOKEN.fullmatch(proto.replace("/", "")):
-        raise SdpError(f"line {line.number}: bad media or protocol in {line.value[:60]!r}")
+        raise SdpError(f"line {number}: bad media or protocol in {value[:60]!r}")
     if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
-        raise SdpError(f"line {line.number}: bad port {parts[1][:12]!r}")
+        raise SdpError(f"line {number}: bad port {parts[1][:12]!r}")
     return media, int(port_text), proto, tuple(parts[3:])
 
 
-def _sections(lines: list[_Line]) -> tuple[list[_Line], list[list[_Line]]]:
-    session: list[_Line] = []
-    media: list[list[_Line]] = []
-    for line in lines:
-        if line.kind == "m":
-            media.append([line])
-        elif media:
-            media[-1].append(line)
-        else:
-            session.append(line)
-    return session, media
-
-
 def _session_host(session: list[_Line]) -> str | None:
-    hosts = [_connection_host(ln) for ln in session if ln.kind == "c"]
+    hosts = [_connection_host(number, value) for number, kind, value, _, _ in session if kind == "c"]
     if len(hosts) > 1:
         raise SdpError("more than one session-level c= line")
     return hosts[0] if hosts else None
 
 
-def parse_streams(body: bytes) -> list[MediaStream]:
-    """The media streams of ``body``, in order. Raises :class:`SdpError`."""
-    session, sections = _sections(_lines(body))
-    default_host = _session_host(session)
-    streams = []
-    for section in sections:
-        media, port, proto, formats = _media_fields(section[0])
-        hosts = [_connection_host(ln) for ln in section if ln.kind == "c"]
-        attributes = tuple(ln.value for ln in section if ln.kind == "a")
-        label = next((a[6:] for a in attributes if a.startswith("label:")), None)
-        streams.append(MediaStream(media, port, proto, formats, hosts[0] if hosts else default_host, label, attributes))
+def _streams(parsed: _Body) -> tuple[MediaStream, ...]:
+    """The streams of a split body (read once, then kept with it). Raises SdpError."""
+    streams = parsed.streams
+    if streams is None:
+        default_host = _session_host(parsed.session)
+        found = []
+        for section in parsed.sections:
+            number, _, value, _, _ = section[0]
+            media, port, proto, formats = _media_fields(number, value)
+            host = label = None
+            attributes = []
+            for n, kind, v, _, _ in section:
+                if kind == "c":  # every one is checked; the first is the stream's
+                    own = _connection_host(n, v)
+                    if host is None:
+                        host = own
+                elif kind == "a":
+                    attributes.append(v)
+                    if label is None and v.startswith("label:"):
+                        label = v[6:]
+            found.append(MediaStream(media, port, proto, formats, host if host is not None else default_host,
+                                     label, tuple(attributes)))
+        streams = parsed.streams = tuple(found)
     return streams
 
 
-def _audio_index(streams: list[MediaStream]) -> int:
+def parse_streams(body: bytes) -> list[MediaStream]:
+    """The media streams of ``body``, in order. Raises :class:`SdpError`."""
+    return list(_streams(_body(body)))
+
+
+def _audio_index(streams: Sequence[MediaStream]) -> int:
     for i, stream in enumerate(streams):
         if stream.media == "audio" and stream.port != 0:
             if stream.host is None:
@@ -178,7 +243,7 @@ def _audio_index(streams: list[MediaStream]) -> int:
 
 def audio_address(body: bytes) -> tuple[str, int]:
     """``(host, port)`` where the sender of ``body`` receives its audio. Raises :class:`SdpError`."""
-    streams = parse_streams(body)
+    streams = _streams(_body(body))
     stream = streams[_audio_index(streams)]
     return stream.host, stream.port  # type: ignore[return-value]
 
@@ -193,36 +258,42 @@ def rewrite_audio(body: bytes, host: str, port: int) -> bytes:
         raise ValueError(f"bad host {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
         raise ValueError(f"bad port {port!r}")
-    lines = _lines(body)
-    session, sections = _sections(lines)
-    default_host = _session_host(session)
-    streams = []
-    for section in sections:
-        own = [ln for ln in section if ln.kind == "c"]
-        own_host = _connection_host(own[0]) if own else default_host
-        streams.append(MediaStream(*_media_fields(section[0]), own_host, None, ()))
-    target = _audio_index(streams)
-    connection = _connection_value(host)
+    parsed = _body(body)
+    session, sections = parsed.session, parsed.sections
+    try:
+        # A body parse_streams reads passes every check below with the same hosts and ports.
+        target = _audio_index(_streams(parsed))
+    except SdpError:
+        # Rewriting checks less than parse_streams (only each section's first c=): do exactly
+        # its checks, in its order.
+        default_host = _session_host(session)
+        streams = []
+        for section in sections:
+            number, _, value, _, _ = section[0]
+            own = [(n, v) for n, kind, v, _, _ in section if kind == "c"]
+            own_host = _connection_host(*own[0]) if own else default_host
+            streams.append(MediaStream(*_media_fields(number, value), own_host, None, ()))
+        target = _audio_index(streams)
+    connection = f"c={_connection_value(host)}"
     out: list[str] = []
-    for line in session:
-        out.append(f"c={connection}{line.eol}" if line.kind == "c" else _text(line))
+    for _, kind, _, content, eol in session:
+        out.append(connection if kind == "c" else content)
+        out.append(eol)
     for i, section in enumerate(sections):
-        head = section[0]
-        fields = head.value.split(" ")
+        _, _, value, _, eol = section[0]
+        fields = value.split(" ")
         fields[1] = str(port) if i == target else "0"
-        out.append(f"m={' '.join(fields)}{head.eol}")
-        for line in section[1:]:
-            if i == target and line.kind == "c":
-                out.append(f"c={connection}{line.eol}")
-            elif i == target and line.kind == "a" and line.value.startswith("rtcp:"):
+        out.append("m=" + " ".join(fields))
+        out.append(eol)
+        for _, kind, value, content, eol in section[1:]:
+            if i == target and kind == "c":
+                out.append(connection)
+            elif i == target and kind == "a" and value.startswith("rtcp:"):
                 continue
             else:
-                out.append(_text(line))
+                out.append(content)
+            out.append(eol)
     return "".join(out).encode("utf-8", "surrogateescape")
-
-
-def _text(line: _Line) -> str:
-    return f"{line.kind}={line.value}{line.eol}" if line.kind else line.eol
 
 
 def mrf_answer(
@@ -241,7 +312,7 @@ def mrf_answer(
     formats: tuple[str, ...] = ("0", "8")
     attributes: list[str] = ["rtpmap:0 PCMU/8000", "rtpmap:8 PCMA/8000"]
     if offer is not None:
-        streams = parse_streams(offer)
+        streams = _streams(_body(offer))
         stream = streams[_audio_index(streams)]
         formats = stream.formats
         attributes = [a for a in stream.attributes if a.startswith(("rtpmap:", "fmtp:"))]
@@ -257,7 +328,7 @@ def mrf_answer(
 def mrf_sides(body: bytes) -> dict[str, tuple[str, int]]:
     """``{"A": (host, port), "B": (host, port)}`` from an MRF answer. Raises :class:`SdpError`."""
     sides: dict[str, tuple[str, int]] = {}
-    for stream in parse_streams(body):
+    for stream in _streams(_body(body)):
         if stream.media != "audio" or stream.label not in ("A", "B"):
             continue
         if stream.label in sides:
@@ -279,4 +350,6 @@ def is_sdp(message: object) -> bool:
     content_type = message.get("Content-Type")  # type: ignore[attr-defined]
     if content_type is None:
         return False
+    if content_type == "application/sdp":  # what every module here sends
+        return True
     return content_type.split(";", 1)[0].strip().lower() == "application/sdp"

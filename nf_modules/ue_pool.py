@@ -49,7 +49,7 @@ import asyncio
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -312,10 +312,26 @@ def request_user(uri: str | None) -> str | None:
     """The user part of a Request-URI (``None`` when it has none or is not a SIP URI)."""
     if not uri:
         return None
-    try:
-        return parse_uri(uri).user
-    except SipParseError:
-        return None
+    # A pool's users are called at the same few URIs (their Contacts) call after call, three
+    # requests a call: the answer for the last few thousand distinct URIs is kept.
+    user = _REQUEST_USERS.get(uri, _UNSEEN)
+    if user is _UNSEEN:
+        try:
+            user = parse_uri(uri).user
+        except SipParseError:
+            user = None
+        if len(_REQUEST_USERS) >= _REQUEST_USERS_SIZE:
+            try:
+                _REQUEST_USERS.popitem(last=False)  # the oldest entry
+            except KeyError:  # another thread got there first
+                pass
+        _REQUEST_USERS[uri] = user
+    return user  # type: ignore[return-value]
+
+
+_REQUEST_USERS: OrderedDict[str, str | None] = OrderedDict()  # oldest first
+_REQUEST_USERS_SIZE = 4096
+_UNSEEN = object()
 
 
 def g711_sdp(host: str, port: int, session: int = 1, version: int = 1) -> bytes:
@@ -365,7 +381,7 @@ class CallLeg:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     ended_by: str | None = None
     hangup: asyncio.Event = field(default_factory=asyncio.Event)
-    remote_media: tuple[str, int] | None = None  # UAS: the caller's SDP audio address
+    remote_media: tuple[str, int] | None = None  # UAS with media on: the caller's SDP audio address
     media: MediaResult | None = None  # the leg's media once it is over (pool with media on)
 
     @property
@@ -1147,7 +1163,8 @@ class UePool(SipActor):
             busy.set("Retry-After", "5")
             self.send_response(transaction, busy)
             return
-        leg.remote_media = peer_media_address(request.body)
+        if self.media is not None:  # where our RTP goes once the ACK comes (on_ack)
+            leg.remote_media = peer_media_address(request.body)
         ringing = self._uas_response(user, request, 180, tag)
         try:
             leg.dialog = Dialog.from_uas(request, ringing, via=self._via_prefix())

@@ -29,6 +29,7 @@ States (``DIALOG_TABLE``)::
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -133,6 +134,13 @@ DIALOG_TABLE: dict[tuple[DialogState, DialogInput], DialogState] = {
 
 _RESPONSE_INPUTS = frozenset({_I.PROVISIONAL, _I.CONFIRM, _I.REJECT})
 
+# DIALOG_TABLE by member names, {state name: {input name: new state}}: what the per-message
+# look-ups use (an enum member's hash is a Python-level call; its ``_name_`` is a plain str).
+_ROWS: dict[str, dict[str, DialogState]] = {state._name_: {} for state in DialogState}
+for (_state, _input), _new in DIALOG_TABLE.items():
+    _ROWS[_state._name_][_input._name_] = _new
+del _state, _input, _new
+
 
 # ---------------------------------------------------------------------------------- dialog id
 
@@ -163,11 +171,27 @@ def _contact_uri(msg: SipMessage) -> str | None:
     contact = msg.get("Contact")
     if contact is None or contact.strip() == "*":
         return None
-    return str(parse_name_addr(contact).uri)
+    return _uri_of(contact)
+
+
+#: value -> str(parse_name_addr(value).uri) for the last few hundred distinct values: a UA's
+#: Contact (and a peer's) is the same in every dialog it makes, and parsing it is most of the
+#: cost of building a dialog. Only values that parsed are kept (a bad one raises each time).
+_URI_MEMO: OrderedDict[str, str] = OrderedDict()  # oldest first
+_URI_MEMO_SIZE = 512
 
 
 def _uri_of(value: str) -> str:
-    return str(parse_name_addr(value).uri)
+    uri = _URI_MEMO.get(value)
+    if uri is None:
+        uri = str(parse_name_addr(value).uri)
+        if len(_URI_MEMO) >= _URI_MEMO_SIZE:
+            try:
+                _URI_MEMO.popitem(last=False)  # the oldest entry
+            except KeyError:  # another thread got there first
+                pass
+        _URI_MEMO[value] = uri
+    return uri
 
 
 def _via_prefix(value: str) -> str:
@@ -314,16 +338,19 @@ class Dialog:
 
     def matches_request(self, request: SipMessage) -> bool:
         """An incoming request belongs to this dialog (Call-ID, To tag = ours, From tag)."""
-        return DialogId.of_request_received(request) == self.id
+        # The comparison of DialogId.of_request_received(request) with self.id, field by field.
+        return (request.call_id == self.call_id and request.to_tag == self.local_tag
+                and request.from_tag == self.remote_tag)
 
     def matches_response(self, response: SipMessage) -> bool:
         """A response to one of our requests belongs to this dialog."""
-        return DialogId.of_response_received(response) == self.id
+        return (response.call_id == self.call_id and response.from_tag == self.local_tag
+                and response.to_tag == self.remote_tag)
 
     # -- the table -------------------------------------------------------------------------
 
     def _step(self, inp: DialogInput) -> bool:
-        new = DIALOG_TABLE.get((self.state, inp))
+        new = _ROWS[self.state._name_].get(inp._name_)  # DIALOG_TABLE.get((self.state, inp))
         if new is None:
             if inp in _RESPONSE_INPUTS:
                 return False
@@ -371,7 +398,7 @@ class Dialog:
             inp = _I.SEND_BYE
         else:
             inp = _I.SEND_REQUEST
-        if DIALOG_TABLE.get((self.state, inp)) is None:
+        if _ROWS[self.state._name_].get(inp._name_) is None:  # no DIALOG_TABLE row
             raise DialogStateError(self.state, inp.value)
         if method == "ACK":
             if self._invite_seq is None:
@@ -472,7 +499,7 @@ class Dialog:
         early dialog, our non-2xx final response to the initial INVITE ends it."""
         if response.is_request:
             raise ValueError("response_sent needs a response")
-        if DialogId.of_request_received(response) != self.id:
+        if not self.matches_request(response):  # our tag is the To tag, theirs the From tag
             raise DialogMatchError(f"response is not for dialog {self.id}")
         self._apply_response(response, received=False)
 
