@@ -102,10 +102,12 @@ class Hss(ControlActor):
         }
 
     def handle_lookup(self, impu: str) -> dict[str, Any]:
+        # The S-CSCF's per-call query: the identity is resolved once, not again for the reply.
         now = self.now
-        bindings = self._subscriber_call(self.store.lookup, impu, now)
+        subscriber = self._subscriber_call(self.store.subscriber, impu)
+        bindings = self.store.bindings_of(subscriber, now)
         self.store.counters["lookup"] += 1
-        return {"impu": self.store.subscriber(impu).impu, "bindings": [b.as_dict(now) for b in bindings]}
+        return {"impu": subscriber.impu, "bindings": [b.as_dict(now) for b in bindings]}
 
     def handle_serving_pcscf(self, impu: str) -> dict[str, Any]:
         pcscf = self._subscriber_call(self.store.serving_pcscf, impu, self.now)

@@ -221,6 +221,12 @@ class HssStore:
         """
         if not isinstance(identity, str):
             raise ValueError(f"identity must be a string, got {type(identity).__name__}")
+        # Fast path: an identity already in canonical form (what the S-CSCF sends for a call's
+        # callee, and every IMPU the store hands out) is its own key; normalize_impu maps it
+        # to itself. Anything else is normalised.
+        subscriber = self._subscribers.get(identity)
+        if subscriber is not None:
+            return subscriber
         try:
             impu = normalize_impu(identity, self.default_domain)
         except ValueError:
@@ -314,7 +320,10 @@ class HssStore:
 
     def lookup(self, identity: str, now: float) -> list[Binding]:
         """The live bindings of an identity, oldest registration first."""
-        subscriber = self.subscriber(identity)
+        return self.bindings_of(self.subscriber(identity), now)
+
+    def bindings_of(self, subscriber: Subscriber, now: float) -> list[Binding]:
+        """:meth:`lookup` for a subscriber already found (no second look-up of the identity)."""
         registration = self._registrations.get(subscriber.impu)
         if registration is None:
             return []

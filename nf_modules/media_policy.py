@@ -40,8 +40,11 @@ built-in library), ``script_server`` (``False``: none, the MRFC runs its built-i
 
 Per-call state (:class:`MrfCall`) lives in ``calls`` keyed by the call's Call-ID from the initial
 INVITE until the call ends; our transactions towards the MRFC are in ``_mrf`` until they
-terminate. Everything runs on the actor's loop; ``_anchor`` is an ``async`` hook that awaits the
-MRFC's final response through a future resolved in ``on_response``/``on_timeout``.
+terminate. Everything runs on the actor's loop. The set-up is callback-driven (no task or future
+per call): ``_anchor`` sends the MRF INVITE and parks the call INVITE in ``_setups`` with an
+``mrf_timeout`` timer; ``_setup_finished`` runs once, on the MRFC's final response
+(``on_response``), on its transaction's Timer B / ICMP error (``on_timeout``, as a 408) or when
+the timer fires, and forwards the INVITE or answers the caller.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from typing import Any, ClassVar
 from actors.sip.dialog import Dialog, DialogError
 from actors.sip.headers import new_call_id, new_tag, parse_name_addr
 from actors.sip.message import SipMessage
-from actors.sip.transaction import Transaction
+from actors.sip.transaction import RequestReceived, Transaction
 from actors.sip_actor import Address
 from nf_modules.ims_module import ImsModule
 from nf_modules.media_scripts import ScriptLibrary, ScriptServer
@@ -88,6 +91,9 @@ class MrfCall:
     @property
     def ended(self) -> bool:
         return self.phase == "ended"
+
+
+_UPDATE_STAT_KEYS = {event: f"mrf_update_{event}" for event in ("progress", "answer", "update")}  # not per UPDATE
 
 
 class _SetupFailed(Exception):
@@ -130,7 +136,9 @@ class MediaPolicy(ImsModule):
         self._script_port = script_port
         self.calls: dict[str, MrfCall] = {}
         self._mrf: dict[Transaction, MrfCall] = {}  # our client transactions towards the MRFC
-        self._mrf_finals: dict[Transaction, asyncio.Future[SipMessage]] = {}
+        # MRF INVITEs awaiting their final answer: MRF transaction -> (call, the call's INVITE,
+        # where it came from, the mrf_timeout timer).
+        self._setups: dict[Transaction, tuple[MrfCall, SipMessage, Address, asyncio.TimerHandle]] = {}
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -147,6 +155,13 @@ class MediaPolicy(ImsModule):
         super().on_failure(*exc_info)
         if self.scripts is not None:
             await self.scripts.close()
+
+    def _close(self) -> None:
+        # Like the hook tasks SipActor._close cancels: no set-up resumes on its timer afterwards.
+        for *_, timer in self._setups.values():
+            timer.cancel()
+        self._setups.clear()
+        super()._close()
 
     def get_script_url(self) -> str | None:
         """The root media script's URL (what the MRF INVITE carries), or ``None``."""
@@ -211,20 +226,25 @@ class MediaPolicy(ImsModule):
         max_forwards = request.max_forwards
         return (max_forwards is None or max_forwards > 0) and not self._is_loop(request)
 
-    async def _anchor(self, request: SipMessage, transaction: Transaction, source: Address) -> None:
-        """Set up the MRF, then forward the INVITE with its SDP pointed at MRFP's B side."""
+    def _anchor(self, request: SipMessage, transaction: Transaction, source: Address) -> None:
+        """Start the MRF set-up; :meth:`_setup_finished` forwards the INVITE with its SDP
+        pointed at MRFP's B side (or answers the caller) once the MRFC has answered."""
         try:
             caller_media = audio_address(request.body)
         except SdpError as error:
             self.stats["sdp_unreadable"] += 1
             self._reply(transaction, request, 488, warning=str(error))
             return
-        call = self.calls[request.call_id or ""] = MrfCall(
-            request.call_id or "", request.from_tag or "", transaction, self.now
-        )
+        call_id = request.call_id or ""
+        call = self.calls[call_id] = MrfCall(call_id, request.from_tag or "", transaction, self.now)
         call.remotes["A"] = caller_media
+        self._setup_mrf(call, request, source)
+
+    def _setup_finished(self, call: MrfCall, request: SipMessage, source: Address, response: SipMessage | None) -> None:
+        """The MRFC answered ``response`` (``None``: nothing within ``mrf_timeout``)."""
+        transaction = call.server
         try:
-            await self._setup_mrf(call, request)
+            self._check_setup(call, response)
         except _SetupFailed as failure:
             self.stats[f"mrf_setup_failed_{failure.status}"] += 1
             self.log.info("mrf_setup_failed", call_id=call.call_id, status=failure.status, reason=str(failure))
@@ -243,7 +263,25 @@ class MediaPolicy(ImsModule):
         if call.client is None:  # answered here (404, 483...): nothing will come back
             self._end(call)
 
-    async def _setup_mrf(self, call: MrfCall, request: SipMessage) -> None:
+    def _resume_setup(self, mrf_transaction: Transaction, response: SipMessage | None) -> bool:
+        """End the set-up waiting on ``mrf_transaction`` (once); ``False`` if none was waiting.
+
+        Runs :meth:`_setup_finished` the way ``SipActor`` runs a hook for the call's INVITE:
+        a bug in it is logged, counted and answered 500 (``_hook_failed``)."""
+        setup = self._setups.pop(mrf_transaction, None)
+        if setup is None:
+            return False
+        call, request, source, timer = setup
+        timer.cancel()  # (a no-op when it is the timer that fired)
+        try:
+            self._setup_finished(call, request, source, response)
+        except Exception as error:  # noqa: BLE001
+            self._hook_failed(RequestReceived(request, call.server, source), error)
+            self._flush()
+        return True
+
+    def _setup_mrf(self, call: MrfCall, request: SipMessage, source: Address) -> None:
+        """Send the MRF INVITE; the set-up waits in ``_setups`` (see :meth:`_resume_setup`)."""
         assert self.mrfc is not None
         host, port = self.address
         local = f"<sip:media-policy@{host}:{port}>"
@@ -267,13 +305,14 @@ class MediaPolicy(ImsModule):
         )
         transaction = self.send_request(invite, self.mrfc)
         self._mrf[transaction] = call
-        future = self._mrf_finals[transaction] = self.loop.create_future()
-        try:
-            response = await asyncio.wait_for(future, self.mrf_timeout)
-        except TimeoutError:
-            raise _SetupFailed(503, f"no answer from the MRFC within {self.mrf_timeout} s") from None
-        finally:
-            self._mrf_finals.pop(transaction, None)
+        timer = self.loop.call_later(self.mrf_timeout, self._resume_setup, transaction, None)
+        self._setups[transaction] = (call, request, source, timer)
+
+    def _check_setup(self, call: MrfCall, response: SipMessage | None) -> None:
+        """Take the MRFC's final answer to the MRF INVITE (``None``: none within ``mrf_timeout``):
+        the MRFP's ports into ``call.sides``, else :class:`_SetupFailed`."""
+        if response is None:
+            raise _SetupFailed(503, f"no answer from the MRFC within {self.mrf_timeout} s")
         status = response.status or 0
         if status >= 300:
             if status in (408, 503):  # 408: our own, from Timer B or a transport error
@@ -304,10 +343,11 @@ class MediaPolicy(ImsModule):
         return super().on_stray_response(response, source)
 
     def _call_response(self, call: MrfCall, response: SipMessage, transaction: Transaction) -> SipMessage:
-        status = response.status or 0
-        sender = self._sender(call, response, is_request=False)
         if transaction is not call.client:  # a response to an in-dialog request
-            return self._media(call, response, sender, "update") if is_sdp(response) else response
+            if is_sdp(response):
+                return self._media(call, response, self._sender(call, response, is_request=False), "update")
+            return response
+        status = response.status or 0
         if status >= 300:
             self._end(call)
             return response
@@ -317,6 +357,7 @@ class MediaPolicy(ImsModule):
         elif status >= 200 and call.phase in ("created", "progressing"):
             call.phase, event = "connected", "answer"
         if is_sdp(response):
+            sender = self._sender(call, response, is_request=False)
             return self._media(call, response, sender, event, always=event is not None)
         if event is not None:
             self._queue_update(call, event, None, b"")
@@ -360,11 +401,8 @@ class MediaPolicy(ImsModule):
         if method == "INVITE":
             if 200 <= status < 300:
                 self._mrf_accepted(call, response, transaction)
-            future = self._mrf_finals.get(transaction)
-            if future is not None and not future.done():
-                future.set_result(response)
-            elif call.ended and call.mrf_dialog is not None:  # a late 200: nobody wants it any more
-                self._end(call)
+            if not self._resume_setup(transaction, response) and call.ended and call.mrf_dialog is not None:
+                self._end(call)  # a late 200: nobody wants it any more
         elif method == "UPDATE":
             if status >= 300:
                 self.stats["mrf_update_failed"] += 1
@@ -399,7 +437,7 @@ class MediaPolicy(ImsModule):
             headers.append(("Content-Type", "application/sdp"))
         update = call.mrf_dialog.create_request("UPDATE", body, headers)
         call.update_tx = self._send_mrf(call, update)
-        self.stats[f"mrf_update_{event}"] += 1
+        self.stats[_UPDATE_STAT_KEYS.get(event) or f"mrf_update_{event}"] += 1
 
     def _end(self, call: MrfCall) -> None:
         """Forget the call; BYE the MRF dialog if there is one (the MRFC releases the ports)."""
@@ -427,9 +465,8 @@ class MediaPolicy(ImsModule):
         call = self._mrf.get(transaction)
         if call is not None:
             self.stats[f"mrf_timeout_{transaction.request.method.lower()}"] += 1  # type: ignore[attr-defined]
-            future = self._mrf_finals.get(transaction)
-            if future is not None and not future.done():
-                future.set_result(transaction.request.make_response(408))  # type: ignore[attr-defined]
+            if transaction in self._setups:
+                self._resume_setup(transaction, transaction.request.make_response(408))  # type: ignore[attr-defined]
             if call.update_tx is transaction:
                 call.update_tx = None
                 self._send_next_update(call)

@@ -33,6 +33,8 @@ __all__ = ["ScscfIncomingLegControl", "ScscfOutgoingLegControl", "SessionControl
 
 DEFAULT_EXPIRES = 3600
 
+_HSS_STAT_KEYS: dict[str, str] = {}  # op -> "hss_<op>", built once per op, not per query
+
 
 class _HssClient(ImsModule):
     """An IMS module that talks to the HSS over the control protocol."""
@@ -57,8 +59,12 @@ class _HssClient(ImsModule):
     async def hss_request(self, op: str, **args: Any) -> Any:
         if self.hss is None or self.control is None:
             raise ControlError("no_hss", f"{self.name} has no HSS configured")
-        self.stats[f"hss_{op}"] += 1
-        return await self.control.request(self.hss, op, **args)
+        key = _HSS_STAT_KEYS.get(op)
+        if key is None:
+            key = _HSS_STAT_KEYS[op] = f"hss_{op}"
+        self.stats[key] += 1
+        # ControlPeer.request(dest, op, **args) is call(dest, op, args): one coroutine less.
+        return await self.control.call(self.hss, op, args)
 
     def answer(self, transaction: Transaction, request: SipMessage, status: int, **headers: str) -> None:
         response = request.make_response(status)
@@ -164,16 +170,21 @@ class ScscfIncomingLegControl(ImsModule):
         """Incoming legs by Call-ID: caller, callee, when it started (the checkpoint table's seed)."""
 
     def on_request(self, request: SipMessage, transaction: Transaction, source: Address) -> Any:
-        call_id = request.call_id or ""
-        if request.method == "INVITE" and request.to_tag is None:
-            self.sessions[call_id] = {"from": request.get("From"), "to": request.get("To"), "since": self.now}
-        elif request.method == "BYE":
-            self.sessions.pop(call_id, None)
+        method = request.method
+        if method == "INVITE":
+            if request.to_tag is None:
+                self.sessions[request.call_id or ""] = {
+                    "from": request.get("From"), "to": request.get("To"), "since": self.now}
+        elif method == "BYE":
+            self.sessions.pop(request.call_id or "", None)
         return super().on_request(request, transaction, source)
 
     def on_response(self, response: SipMessage, transaction: Transaction) -> Any:
-        if response.cseq and response.cseq[1] == "INVITE" and (response.status or 0) >= 300:
-            self.sessions.pop(response.call_id or "", None)
+        # The status first: most responses are 1xx/2xx, which leave the table alone.
+        if (response.status or 0) >= 300:
+            cseq = response.cseq
+            if cseq and cseq[1] == "INVITE":
+                self.sessions.pop(response.call_id or "", None)
         return super().on_response(response, transaction)
 
     def get_sessions(self) -> int:
