@@ -173,10 +173,14 @@ class TableDialog(Generic[S, E]):
         if start is None:
             raise TypeError(f"{type(self).__name__} has no transition table: subclass "
                             f"TableDialog with table=, start=, final_states=, error=")
-        check_key(call_id, from_tag)
+        # (the checks' common case, a non-empty str key and a finite float, without the calls)
+        if type(call_id) is not str or not call_id or type(from_tag) is not str or not from_tag:
+            check_key(call_id, from_tag)
         self.call_id = call_id
         self.from_tag = from_tag
-        self.created_at = check_instant("created_at", created_at)
+        if type(created_at) is not float or not math.isfinite(created_at):
+            created_at = check_instant("created_at", created_at)
+        self.created_at = created_at
         self.state: S = start
         self.history: list[tuple[S, float]] = [(start, self.created_at)]
         self.last_event: E | None = None
@@ -312,16 +316,18 @@ class DialogTable(Generic[D]):
         return self.add(dialog_type(call_id, from_tag, now))
 
     def add(self, dialog: D) -> D:
-        if dialog.key in self._dialogs:
+        key = (dialog.call_id, dialog.from_tag)
+        if key in self._dialogs:
             raise ValueError(f"{self._noun} {dialog.call_id!r}/{dialog.from_tag!r} "
                              f"already exists")
         if dialog._listener is not None:
             raise ValueError(f"{dialog!r} already belongs to a table")
-        self._dialogs[dialog.key] = dialog
+        self._dialogs[key] = dialog
         self._by_call_id.setdefault(dialog.call_id, []).append(dialog)
-        self._counts[dialog.state._name_] += 1
+        name = dialog.state._name_
+        self._counts[name] += 1
         dialog._listener = self._state_changed
-        if dialog.state in self._final:
+        if name in self._final_names:  # (by name: an enum member's hash is a Python call)
             self._bury(dialog, dialog.entered_at)
         return dialog
 

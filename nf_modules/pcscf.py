@@ -104,14 +104,22 @@ class PCscf(ImsModule):
         to_tag = request.to_tag
         if to_tag is None:  # (_home_domain leaves in-dialog requests alone)
             self._home_domain(request)
-        routes = request.get_all("Route")
+        # The top Route value: get() gives the first element of the first Route line (parsed
+        # values are stripped), what get_all("Route")[0] is, without building the list; when it
+        # has none (no Route, or a first Route line with only empty elements) get_all reads it.
+        route = request.get("Route")
+        if route:
+            top_route: str | None = route
+        else:
+            routes = request.get_all("Route")
+            top_route = routes[0] if routes else None
         # Terminating requests come from the S-CSCF through the Path we registered: their top
         # Route is us. Anything else out of dialog comes from a UE and goes to the S-CSCF, whatever
         # its Request-URI and whatever Route it preloaded (TS 24.229 5.2.6.3).
-        self._terminating = bool(routes) and uri_address(routes[0]) == self.address
-        if to_tag is None and not self._terminating and routes:
+        self._terminating = top_route is not None and uri_address(top_route) == self.address
+        if to_tag is None and not self._terminating and top_route is not None:
             request.remove("Route")
-        if to_tag is not None and not request.get("Route"):
+        if to_tag is not None and not route:
             # A UA that ignored the route set (SIPp's stock uac): route by dialog state.
             dialog = self._dialog_for(request)
             if dialog is not None:
@@ -165,8 +173,9 @@ class PCscf(ImsModule):
         if method == "REGISTER":
             forward.add("Path", self.own_uri(), first=True)
             forward.add("Supported", "path")
-        in_dialog = forward.to_tag is not None
-        dialog = self._dialog_for(forward) if in_dialog else None
+        to_tag = forward.to_tag
+        in_dialog = to_tag is not None
+        dialog = self.dialogs.find(forward.call_id or "", forward.from_tag, to_tag) if in_dialog else None
         client = super().forward(forward, transaction, destination)
         if self._terminating and method == "INVITE" and not in_dialog and self.control is not None:
             callee = _user(forward.uri)
@@ -227,24 +236,26 @@ class PCscf(ImsModule):
         return super().on_stray_response(response, source)
 
     def _on_response(self, response: SipMessage, transaction: Transaction) -> Any:
-        if self._retrying and (response.status or 0) > 100:
+        status = response.status
+        if self._retrying and (status or 0) > 100:
             entry = self._retrying.pop(transaction, None)
             if entry is not None:
                 entry[1].cancel()
         dialog = self._originating.get(transaction)
-        if dialog is not None and response.status:
-            event = event_for_response(response.status, "INVITE", has_to_tag=response.to_tag is not None)
+        if dialog is not None and status:
+            to_tag = response.to_tag
+            event = event_for_response(status, "INVITE", has_to_tag=to_tag is not None)
             if event is not None:
-                if response.to_tag and dialog.to_tag is None:
-                    dialog.to_tag = response.to_tag
+                if to_tag and dialog.to_tag is None:
+                    dialog.to_tag = to_tag
                 if event is PcscfEvent.SUCCESS and dialog.route_set is None:
                     self._learn_route(dialog, response)
                 self._event(dialog, event)
         else:
             entry = self._in_dialog.get(transaction)
-            if entry is not None and response.status and response.status >= 200:
+            if entry is not None and status and status >= 200:
                 dialog, method = entry
-                event = event_for_response(response.status, method, has_to_tag=True, initial_invite=False)
+                event = event_for_response(status, method, has_to_tag=True, initial_invite=False)
                 if event is not None:
                     self._event(dialog, event)
         return super().on_response(response, transaction)
@@ -407,8 +418,9 @@ class PCscf(ImsModule):
         if dialog.route_set is None or not dialog.is_from_caller(request.from_tag or ""):
             return
         request.remove("Route")
-        for value in dialog.route_set:
-            request.add("Route", value)
+        # With no Route left, one add() each appended the values at the end in order: the same
+        # in one extend (the values came from a parsed 2xx's Record-Route: clean already).
+        request.headers.extend([("Route", value) for value in dialog.route_set])
         data = dialog.data
         target = data.get("remote_target", "")
         if target:

@@ -211,7 +211,8 @@ def event_for_response(status: int, method: str, *, has_to_tag: bool,
     CANCEL are ``None`` too (the INVITE's 487 carries the outcome), and so are responses to
     other in-dialog requests.
     """
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 699:
+    if type(status) is not int and (isinstance(status, bool) or not isinstance(status, int)) \
+            or not 100 <= status <= 699:  # (type() first: a plain int, the common case, skips the rest)
         raise ValueError(f"status must be an int in 100..699, got {status!r}")
     m = method.upper()
     if m == "INVITE" and initial_invite:

@@ -41,7 +41,7 @@ oldest dropped first); readings and rewrites are the same as without the cache.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+from functools import lru_cache
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,7 +61,7 @@ MAX_SDP_SIZE = 65535
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HOST_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
-_CACHE_SIZE = 256  # distinct bodies kept (see _cache)
+_CACHE_SIZE = 256  # distinct bodies kept (see _body)
 _CACHE_BODY_MAX = 4096  # bytes; a bigger body is split every time rather than kept
 
 
@@ -108,28 +108,15 @@ class _Body:
 # and then rewrites it; the MRFC reads it for its answer; 2xx retransmissions come again), each
 # time from a fresh bytes object of the same value. The split (and the streams) of the last
 # distinct bodies are kept by value; call bodies are a few hundred bytes (bigger ones are not
-# kept) and the entries immutable. Entries go oldest first. Bodies that do not split are not
-# kept (they raise again).
-_cache: OrderedDict[bytes, _Body] = OrderedDict()  # oldest first
-
-
+# kept) and the entries immutable. The least recently used go first. Bodies that do not split
+# are not kept (they raise again).
 def _body(body: bytes) -> _Body:
     """``body`` split into lines (from the cache when the same bytes were split lately)."""
     if type(body) is not bytes:
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise TypeError(f"an SDP body is bytes, not {type(body).__name__}")
         body = bytes(body)
-    parsed = _cache.get(body)
-    if parsed is None:
-        parsed = _split(body)
-        if len(body) <= _CACHE_BODY_MAX:
-            if len(_cache) >= _CACHE_SIZE:
-                try:
-                    _cache.popitem(last=False)  # the oldest entry
-                except KeyError:  # another thread evicted it first
-                    pass
-            _cache[body] = parsed
-    return parsed
+    return _split_kept(body) if len(body) <= _CACHE_BODY_MAX else _split(body)
 
 
 def _split(body: bytes) -> _Body:
@@ -170,6 +157,9 @@ def _split(body: bytes) -> _Body:
     if first is None or first[1] != "v" or first[2] != "0":
         raise SdpError("an SDP body starts with v=0")
     return _Body(session, sections)
+
+
+_split_kept = lru_cache(maxsize=_CACHE_SIZE)(_split)
 
 
 def _connection_host(number: int, value: str) -> str:

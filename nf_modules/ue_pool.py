@@ -49,7 +49,8 @@ import asyncio
 import math
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
+from functools import lru_cache
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -312,26 +313,17 @@ def request_user(uri: str | None) -> str | None:
     """The user part of a Request-URI (``None`` when it has none or is not a SIP URI)."""
     if not uri:
         return None
-    # A pool's users are called at the same few URIs (their Contacts) call after call, three
-    # requests a call: the answer for the last few thousand distinct URIs is kept.
-    user = _REQUEST_USERS.get(uri, _UNSEEN)
-    if user is _UNSEEN:
-        try:
-            user = parse_uri(uri).user
-        except SipParseError:
-            user = None
-        if len(_REQUEST_USERS) >= _REQUEST_USERS_SIZE:
-            try:
-                _REQUEST_USERS.popitem(last=False)  # the oldest entry
-            except KeyError:  # another thread got there first
-                pass
-        _REQUEST_USERS[uri] = user
-    return user  # type: ignore[return-value]
+    return _request_user(uri)
 
 
-_REQUEST_USERS: OrderedDict[str, str | None] = OrderedDict()  # oldest first
-_REQUEST_USERS_SIZE = 4096
-_UNSEEN = object()
+# A pool's users are called at the same few URIs (their Contacts) call after call, three
+# requests a call: the answer for the last few thousand distinct URIs is kept.
+@lru_cache(maxsize=4096)
+def _request_user(uri: str) -> str | None:
+    try:
+        return parse_uri(uri).user
+    except SipParseError:
+        return None
 
 
 def g711_sdp(host: str, port: int, session: int = 1, version: int = 1) -> bytes:
@@ -1328,8 +1320,10 @@ class UePool(SipActor):
 
     def _uas_response(self, user: _User, request: SipMessage, status: int, tag: str) -> SipMessage:
         response = request.make_response(status, to_tag=tag)
-        for record_route in request.get_all("Record-Route"):
-            response.add("Record-Route", record_route)
+        # The Record-Route values go below the copied Via/From/To/Call-ID/CSeq (make_response
+        # copies no Record-Route), in order: what one add() each did, in one extend. They come
+        # from the parsed request, so they are clean header values already.
+        response.headers.extend([("Record-Route", rr) for rr in request.get_all("Record-Route")])
         response.set("Contact", user.contact)
         if status >= 200:
             response.set("Allow", ALLOW)
