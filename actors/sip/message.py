@@ -543,10 +543,14 @@ class SipMessage:
         """Wire bytes: CRLF line ends, Content-Length always equal to ``len(body)`` (in
         place of the first Content-Length header, or appended last)."""
         body = self.body
-        if self.method is not None:
-            start = f"{self.method} {self.uri} SIP/2.0"
-        else:
-            start = self.start_line()
+        method = self.method
+        if method is not None:
+            start = f"{method} {self.uri} SIP/2.0"
+        else:  # start_line(), inlined
+            reason = self.reason
+            if reason is None:
+                reason = REASON_PHRASES.get(self.status, "")  # type: ignore[arg-type]
+            start = f"SIP/2.0 {self.status} {reason}"
         hs = self.headers
         text = start + "\r\n" + "\r\n".join(map(": ".join, hs)) if hs else start
         i = text.find("\r\nContent-Length: ")
@@ -923,6 +927,23 @@ class SipMessage:
         elif "\r" in reason or "\n" in reason or "\x00" in reason:
             raise ValueError("reason phrase must not contain CR, LF or NUL")
         return SipMessage(None, None, status, reason, out, b"")
+
+    def response_bytes(self, status: int, reason: str | None = None) -> bytes:
+        """``bytes(self.make_response(status, reason))`` without building the message: what
+        a proxy's immediate 100 Trying needs at every hop (nothing reads that response)."""
+        out = [h for h in self.headers if h[0] in _RESPONSE_COPY]
+        status = int(status)  # make_response's checks
+        if not 100 <= status <= 699:
+            raise ValueError(f"bad status code {status}")
+        if reason is None:
+            reason = REASON_PHRASES.get(status, "")
+        elif "\r" in reason or "\n" in reason or "\x00" in reason:
+            raise ValueError("reason phrase must not contain CR, LF or NUL")
+        # __bytes__ of that response: no Content-Length among the copied headers, so it is
+        # appended, and the body is empty
+        start = f"SIP/2.0 {status} {reason}"
+        text = start + "\r\n" + "\r\n".join(map(": ".join, out)) if out else start
+        return (text + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 # --- parse helpers ---------------------------------------------------------------------

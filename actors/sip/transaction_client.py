@@ -126,7 +126,7 @@ class _ClientTransaction(Transaction):
             raise ValueError("a client transaction is created with a request, not a response")
         if key is None:
             key = client_key(request)
-        if key is None or key[1] != request.method.upper():
+        if key is None or (key[1] != request.method and key[1] != request.method.upper()):
             raise ValueError("the request needs a top Via with a branch and a CSeq matching its "
                              "method to start a client transaction")
         self.request = request
@@ -227,14 +227,17 @@ class InviteClientTransaction(_ClientTransaction):
     def __init__(self, request: "SipMessage", destination: Address, now: float, *,
                  timers: SipTimers = SipTimers(), key: Any = None) -> None:
         """``key``: ``client_key(request)`` when the caller has computed it already."""
-        if request.method.upper() != "INVITE":
+        method = request.method
+        if method != "INVITE" and method.upper() != "INVITE":  # the usual case: one compare
             raise ValueError(f"InviteClientTransaction needs an INVITE, got {request.method}")
         _ClientTransaction.__init__(self, request, destination, now, _IC.CALLING, timers, key)
         self.ack: "SipMessage | None" = None
         self._ack_bytes: bytes | None = None
-        self._a_interval = timers.a
-        self._arm("A", now + self._a_interval)
-        self._arm("B", now + timers.b)
+        self._a_interval = a = timers.a
+        deadlines = self._deadlines  # _arm("A", ...), _arm("B", ...), inlined
+        deadlines["A"] = now + a
+        deadlines["B"] = now + timers.b
+        self._dirty = True
 
     def make_cancel(self) -> "SipMessage":
         """The CANCEL for this INVITE (RFC 3261 9.1). Only allowed in Proceeding: before a
@@ -327,9 +330,11 @@ class NonInviteClientTransaction(_ClientTransaction):
         if method in ("INVITE", "ACK"):
             raise ValueError(f"NonInviteClientTransaction cannot carry {method}")
         _ClientTransaction.__init__(self, request, destination, now, _NC.TRYING, timers, key)
-        self._e_interval = timers.e
-        self._arm("E", now + self._e_interval)
-        self._arm("F", now + timers.f)
+        self._e_interval = e = timers.e
+        deadlines = self._deadlines  # _arm("E", ...), _arm("F", ...), inlined
+        deadlines["E"] = now + e
+        deadlines["F"] = now + timers.f
+        self._dirty = True
 
     def _retransmit_request(self, now: float, _: Any) -> None:
         self._send(self._request_bytes)

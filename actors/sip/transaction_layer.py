@@ -32,6 +32,7 @@ from actors.sip.transaction import (
     StrayResponse,
     Transaction,
     TransactionEvent,
+    _METHODS,
     client_key,
     server_key,
 )
@@ -88,7 +89,8 @@ class TransactionLayer:
     def send_request(self, request: "SipMessage", destination: Address,
                      now: float) -> ClientTransaction:
         """Start a client transaction for ``request`` (which carries its own top Via branch)."""
-        method = request.method.upper()
+        method = request.method
+        method = _METHODS.get(method) or method.upper()
         if method == "ACK":
             raise ValueError("ACK is not sent in a transaction: use send_stateless()")
         key = client_key(request)
@@ -127,7 +129,8 @@ class TransactionLayer:
         if server is not None:
             server._receive_matched(message, now)  # matched by its key just now
             return
-        method = message.method.upper()
+        method = message.method
+        method = _METHODS.get(method) or method.upper()  # no upper-cased copy for the usual
         if method == "ACK":
             self._events.append(AckReceived(message, None, source))
             return

@@ -102,7 +102,7 @@ def _classify(status: int) -> ServerInput:
 
 
 class _ServerTransaction(Transaction):
-    __slots__ = ("request", "method", "last_response", "_last_bytes", "_cseq", "_branch")
+    __slots__ = ("request", "method", "_last_response", "_last_bytes", "_cseq", "_branch")
     _LOCAL_INPUTS = _TU_INPUTS
     _TRANSPORT_ERROR = _SI.TRANSPORT_ERROR
 
@@ -120,9 +120,23 @@ class _ServerTransaction(Transaction):
         # RFC 3261 key holds it already)
         self._cseq = request.get("CSeq")
         self._branch = key[1] if key[0] == "3261" else request.branch
-        #: the last response passed to the transport (bytes), resent on request retransmissions
-        self.last_response: "SipMessage | None" = None
+        # the last response passed to the transport (see ``last_response``) and its bytes,
+        # resent on request retransmissions
+        self._last_response: "SipMessage | None" = None
         self._last_bytes: bytes | None = None
+
+    @property
+    def last_response(self) -> "SipMessage | None":
+        """The last response passed to the transport (``None`` before the first)."""
+        response = self._last_response
+        if response is None and self._last_bytes is not None:
+            # the automatic 100 Trying, sent as bytes only (see _send_trying): built on demand
+            response = self._last_response = self.request.make_response(100, "Trying")
+        return response
+
+    @last_response.setter
+    def last_response(self, response: "SipMessage | None") -> None:
+        self._last_response = response
 
     def matches(self, request: "SipMessage") -> bool:
         """RFC 3261 17.2.3 (branch, sent-by, method; ACK matches INVITE)."""
@@ -167,9 +181,9 @@ class _ServerTransaction(Transaction):
     # actions
     def _send_response(self, now: float, response: "SipMessage") -> None:
         data = bytes(response)
-        self.last_response = response
+        self._last_response = response
         self._last_bytes = data
-        self._send(data)
+        self._outbox.append((data, self.destination))  # _send, inlined
 
     def _resend_last(self, now: float, _: Any) -> None:
         if self._last_bytes is not None:
@@ -255,7 +269,8 @@ class InviteServerTransaction(_ServerTransaction):
                  timers: SipTimers = SipTimers(),
                  trying_delay: float | None = DEFAULT_TRYING_DELAY, key: Any = None) -> None:
         """``key``: ``server_key(request)`` when the caller has computed it already."""
-        if request.method.upper() != "INVITE":
+        method = request.method
+        if method != "INVITE" and method.upper() != "INVITE":  # the usual case: one compare
             raise ValueError(f"InviteServerTransaction needs an INVITE, got {request.method}")
         if trying_delay is not None and not (
                 # the usual case first, one comparison: a plain float, finite and >= 0
@@ -284,13 +299,23 @@ class InviteServerTransaction(_ServerTransaction):
         return self.request.make_response(100, "Trying")
 
     def _send_trying(self, now: float, _: Any) -> None:
-        self._send_provisional(now, self._make_trying())
+        # every proxy hop sends one at once and nothing reads it: serialised straight from the
+        # request (the same bytes as the response _make_trying builds; ``last_response`` builds
+        # that response only if asked)
+        if self._deadlines.pop("Trying", None) is not None:
+            self._dirty = True
+        self._provisional_bytes = self._last_bytes = data = self.request.response_bytes(
+            100, "Trying")
+        self._last_response = None
+        self._outbox.append((data, self.destination))
 
     def _send_provisional(self, now: float, response: "SipMessage") -> None:
         if self._deadlines.pop("Trying", None) is not None:
             self._dirty = True
-        self._send_response(now, response)
-        self._provisional_bytes = self._last_bytes
+        # _send_response, inlined
+        self._provisional_bytes = self._last_bytes = data = bytes(response)
+        self._last_response = response
+        self._outbox.append((data, self.destination))
 
     def _resend_provisional(self, now: float, _: Any) -> None:
         if self._provisional_bytes is not None:

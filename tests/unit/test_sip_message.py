@@ -740,3 +740,15 @@ def test_pathological_datagrams_cost_linear_time(extra: str) -> None:
     m.get_all("Route"), m.get_all("Contact"), m.get("Route"), m.pop_first("Route"), m.pop_first("Contact")
     bytes(m)
     assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize("status,reason", [(100, "Trying"), (180, None), (486, "Busy Here"), (200, "")])
+def test_response_bytes_are_those_of_make_response(status: int, reason: str | None) -> None:
+    req = SipMessage.parse(invite())
+    assert req.response_bytes(status, reason) == bytes(req.make_response(status, reason))
+    assert SipMessage(method="OPTIONS", uri="sip:x").response_bytes(100) == bytes(
+        SipMessage(method="OPTIONS", uri="sip:x").make_response(100))
+    with pytest.raises(ValueError):
+        req.response_bytes(700)
+    with pytest.raises(ValueError):
+        req.response_bytes(100, "a\r\nb")

@@ -275,3 +275,24 @@ def test_response_cseq_is_compared_parsed_when_the_raw_value_differs():
     with pytest.raises(TransactionMatchError):
         tx.send_response(missing, 0.2)
     assert tx.state is InviteServerState.PROCEEDING
+
+
+def test_immediate_trying_is_the_make_response_bytes_and_last_response_is_built_on_demand():
+    invite = make_request()
+    tx = InviteServerTransaction(invite, SRC, 0.0, trying_delay=0)
+    ((data, dest),) = tx.datagrams_to_send()
+    assert dest == SRC
+    assert data == bytes(invite.make_response(100, "Trying"))
+    assert tx.last_response == invite.make_response(100, "Trying")
+    assert tx.last_response is tx.last_response  # built once
+    tx.receive_request(make_request(), 0.1)  # an INVITE retransmission: the same bytes again
+    assert tx.datagrams_to_send() == [(data, SRC)]
+    ringing = invite.make_response(180, to_tag="b1")
+    tx.send_response(ringing, 0.2)
+    assert tx.last_response is ringing
+
+
+def test_last_response_is_none_before_any_response():
+    tx = InviteServerTransaction(make_request(), SRC, 0.0, trying_delay=None)
+    assert tx.last_response is None
+    assert tx.datagrams_to_send() == []
