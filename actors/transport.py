@@ -470,21 +470,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         ``stats.send_errors``, not raised. Programming errors (``data`` not bytes-like) raise.
         """
         seam = self._seam
-        if seam is None:
-            # _write, inlined: with no fault installed (the normal case) every datagram of the
-            # emulator leaves here, and the call layer is measurable.
-            transport = self._transport
-            if transport is None or self._closing:
-                self.stats.send_errors += 1
-                return
-            try:
-                transport.sendto(data, addr)
-            except (OSError, ValueError) as exc:  # ValueError: uvloop refuses host names
-                self.error_received(exc if isinstance(exc, OSError) else OSError(str(exc)))
-                return
-            stats = self.stats
-            stats.datagrams_out += 1
-            stats.bytes_out += len(data)
+        if seam is None:  # the normal case: no fault installed
+            self._write(data, addr)
             return
         if type(data) is not bytes:
             if not isinstance(data, (bytearray, memoryview)):
@@ -580,7 +567,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     # ------------------------------------------------------------------ internals
 
     def _write(self, data: bytes, addr: Address) -> None:
-        # Also inlined in send() for the no-seam case: keep the two in step.
         transport = self._transport
         if transport is None or self._closing:
             self.stats.send_errors += 1

@@ -60,9 +60,10 @@ first Content-Length header (any other one dropped) or appended last.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import repeat
 from operator import itemgetter
+from typing import Any
 
 from .headers import (
     TOKEN_CHARS,
@@ -270,6 +271,35 @@ def _check_value(value: str) -> str:
 
 def _is_uint(s: str) -> bool:
     return s.isdigit() and s.isascii()
+
+
+class _FirstLineValue:
+    """A read-only property of :class:`SipMessage`: ``derive(value)`` of the first header line
+    named ``name`` (``None`` when there is none), cached in the slot ``slot`` as ``(index,
+    header tuple, result)`` and used while that very tuple is still at that index."""
+
+    def __init__(self, name: str, derive: Callable[[str], Any], slot: str, doc: str | None = None) -> None:
+        self.name = name
+        self.derive = derive
+        self.slot = slot
+        self.__doc__ = doc
+
+    def __get__(self, msg: SipMessage | None, owner: type | None = None) -> Any:
+        if msg is None:
+            return self
+        c = getattr(msg, self.slot)
+        if c is not None:
+            i, h, r = c
+            hs = msg.headers
+            if i < len(hs) and hs[i] is h:
+                return r
+        found = _first_line(msg.headers, self.name)
+        if found is None:
+            return None
+        i, h = found
+        r = self.derive(h[1])
+        setattr(msg, self.slot, (i, h, r))
+        return r
 
 
 class SipMessage:
@@ -811,40 +841,15 @@ class SipMessage:
         return m
 
     # --- common fields ---------------------------------------------------------------
-    # Each reads its cache (index, header tuple, value) first: valid while that tuple is
-    # still at that index (see the class docstring); else one scan, and the cache is set.
+    # The derivations are looked up when first needed: they are defined below the class.
 
-    @property
-    def call_id(self) -> str | None:
-        c = self._cid_c
-        if c is not None:
-            i, h, r = c
-            hs = self.headers
-            if i < len(hs) and hs[i] is h:
-                return r
-        found = _first_line(self.headers, "Call-ID")
-        if found is None:
-            return None
-        i, h = found
-        self._cid_c = (i, h, h[1])
-        return h[1]
-
-    @property
-    def cseq(self) -> tuple[int, str] | None:
-        """``(number, method)`` or ``None`` when absent or malformed."""
-        c = self._cseq_c
-        if c is not None:
-            i, h, r = c
-            hs = self.headers
-            if i < len(hs) and hs[i] is h:
-                return r
-        found = _first_line(self.headers, "CSeq")
-        if found is None:
-            return None
-        i, h = found
-        r = _cseq_of(h[1])
-        self._cseq_c = (i, h, r)
-        return r
+    call_id = _FirstLineValue("Call-ID", str, "_cid_c")
+    cseq = _FirstLineValue("CSeq", lambda v: _cseq_of(v), "_cseq_c",
+                           "``(number, method)`` or ``None`` when absent or malformed.")
+    branch = _FirstLineValue("Via", lambda v: branch_of(_list_head(v)), "_via_c",
+                             "The top Via's branch parameter (cheap: no full Via parse).")
+    from_tag = _FirstLineValue("From", lambda v: _tag_of(v), "_from_c")
+    to_tag = _FirstLineValue("To", lambda v: _tag_of(v), "_to_c")
 
     @property
     def max_forwards(self) -> int | None:
@@ -858,55 +863,6 @@ class SipMessage:
         """The top Via value parsed (raises SipParseError if it is malformed)."""
         v = self.get("Via")
         return parse_via(v) if v is not None else None
-
-    @property
-    def branch(self) -> str | None:
-        """The top Via's branch parameter (cheap: no full Via parse)."""
-        c = self._via_c
-        if c is not None:
-            i, h, r = c
-            hs = self.headers
-            if i < len(hs) and hs[i] is h:
-                return r
-        found = _first_line(self.headers, "Via")
-        if found is None:
-            return None
-        i, h = found
-        r = branch_of(_list_head(h[1]))
-        self._via_c = (i, h, r)
-        return r
-
-    @property
-    def from_tag(self) -> str | None:
-        c = self._from_c
-        if c is not None:
-            i, h, r = c
-            hs = self.headers
-            if i < len(hs) and hs[i] is h:
-                return r
-        found = _first_line(self.headers, "From")
-        if found is None:
-            return None
-        i, h = found
-        r = _tag_of(h[1])
-        self._from_c = (i, h, r)
-        return r
-
-    @property
-    def to_tag(self) -> str | None:
-        c = self._to_c
-        if c is not None:
-            i, h, r = c
-            hs = self.headers
-            if i < len(hs) and hs[i] is h:
-                return r
-        found = _first_line(self.headers, "To")
-        if found is None:
-            return None
-        i, h = found
-        r = _tag_of(h[1])
-        self._to_c = (i, h, r)
-        return r
 
     def make_response(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> SipMessage:
         """A response to this request (RFC 3261 8.2.6): copies every Via, From, To (adding
